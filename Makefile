@@ -1,0 +1,47 @@
+# Serai: the two commands a new user needs are `make demo` and `make test`.
+# Everything else here is what they are built from.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup proto proto-check lint typecheck check clean bench-pki
+
+demo: setup
+	$(PY) -m serai.cli demo-check
+
+test: setup
+	$(PY) -m pytest
+
+setup: $(STAMP)
+
+# The virtual environment is rebuilt whenever the pinned set or the project metadata changes.
+$(STAMP): pyproject.toml requirements/lock.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Serai needs Python 3.11 or newer"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==26.3
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e '.[dev]'
+	touch $(STAMP)
+
+# Regenerate serai_proto/ from proto/. The output is committed; tests/test_proto_fresh.py fails when it is stale.
+proto: setup
+	$(PY) tools/genproto.py
+
+proto-check: setup
+	$(PY) tools/genproto.py --check
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy serai certs gateway registry adapters tools tests
+
+check: lint typecheck test
+
+bench-pki: setup
+	$(PY) tools/bench_pki.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

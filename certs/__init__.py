@@ -1,0 +1,3 @@
+"""Serai's PKI: certificate authority and profiles, key files, certificate path
+validation, an OCSP responder and client (RFC 6960), and a time-stamping authority and
+client (RFC 3161)."""

@@ -1,0 +1,8 @@
+"""Serai: an interoperability gateway for e-government.
+
+The ``serai`` package holds what every part shares: identifiers, the error tree and
+its wire codes, and the ``serai`` command line. The parts themselves live in the
+top-level packages ``certs``, ``registry``, ``gateway`` and ``adapters``.
+"""
+
+__version__ = "0.1.0"
