@@ -67,6 +67,7 @@ __all__ = [
     "ServiceId",
     "Subject",
     "SubsystemId",
+    "parse_instance",
     "parse_subject",
 ]
 
@@ -372,6 +373,14 @@ def parse_subject(text: str) -> Subject:
             )
         return SubsystemId.parse(text)
     raise _invalid(what, text, f"expected {_SUBJECT_FORMS} parts separated by '/', found {count}")
+
+
+def parse_instance(text: str) -> str:
+    """Check a federation instance id (one part of the strict set, e.g. ``UZ``) and return it."""
+    (instance,) = _split(text, "instance id", "INSTANCE", 1)
+    with _reporting("instance id", text):
+        _check_part("INSTANCE", instance)
+    return instance
 
 
 # --- helpers ---------------------------------------------------------------------------

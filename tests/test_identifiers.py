@@ -23,6 +23,7 @@ from serai.identifiers import (
     ServiceId,
     Subject,
     SubsystemId,
+    parse_instance,
     parse_subject,
 )
 
@@ -411,6 +412,7 @@ def test_public_surface() -> None:
             "ServiceId",
             "Subject",
             "SubsystemId",
+            "parse_instance",
             "parse_subject",
         ]
     )
@@ -612,3 +614,23 @@ def test_ordering_follows_the_parts(
 ) -> None:
     assert sorted(member_list) == sorted(member_list, key=dataclasses.astuple)
     assert sorted(service_list) == sorted(service_list, key=dataclasses.astuple)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        pytest.param("", "empty", id="empty"),
+        pytest.param("U Z", "forbidden character", id="space"),
+        pytest.param("UZ/GOV", "expected 1 parts", id="two-parts"),
+    ],
+)
+def test_instance_rejections(text: str, fragment: str) -> None:
+    with pytest.raises(InvalidIdentifierError) as info:
+        parse_instance(text)
+    assert info.value.code is ErrorCode.INVALID_IDENTIFIER
+    assert fragment in info.value.message
+
+
+def test_instance_accepts_strict_part() -> None:
+    assert parse_instance("UZ") == "UZ"
+    assert parse_instance("EE-test.1") == "EE-test.1"
