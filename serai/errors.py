@@ -77,7 +77,7 @@ class ErrorCode(enum.StrEnum):
     CLOCK_SKEW = "clock_skew"
     # Keys
     KEY_FILE_INSECURE = "key_file_insecure"
-    KEY_PASSPHRASE_INVALID = "key_passphrase_invalid"
+    KEY_PASSPHRASE_INVALID = "key_passphrase_invalid"  # noqa: S105  (a code, not a secret)
     KEY_UNAVAILABLE = "key_unavailable"
     # Availability
     GLOBALCONF_EXPIRED = "globalconf_expired"
