@@ -43,9 +43,9 @@ def postgres_dsn() -> Iterator[str]:
     with conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
-            params = conninfo_to_dict(admin)
+            params = {k: str(v) for k, v in conninfo_to_dict(admin).items() if v is not None}
             params["dbname"] = name
-            yield make_conninfo(**{k: v for k, v in params.items() if v is not None})
+            yield make_conninfo("", **params)
         finally:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))

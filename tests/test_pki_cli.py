@@ -88,7 +88,8 @@ def test_issue_encrypted_key(pki_dir: Path, tmp_path: Path) -> None:
         "127.0.0.1",
     )
     key_path = Path(f"{prefix}.key")
-    assert load_private_key(key_path, passphrase=b"1234")
+    loaded = load_private_key(key_path, passphrase=b"1234")
+    assert loaded.public_key() == load_certificate_chain(Path(f"{prefix}.pem"))[0].public_key()
     wrong = tmp_path / "wrong"
     wrong.write_text("4321")
     # A user loading the key with the wrong PIN gets one clear line, no traceback.
@@ -161,7 +162,18 @@ def test_issue_errors_are_one_clear_line(
 
 def test_issue_refuses_to_overwrite(pki_dir: Path, tmp_path: Path) -> None:
     prefix = tmp_path / "same"
-    base = ["pki", "issue", "--dir", pki_dir, "--profile", "tsa", "--subject", "T", "--out", prefix]
+    base: list[str | Path] = [
+        "pki",
+        "issue",
+        "--dir",
+        pki_dir,
+        "--profile",
+        "tsa",
+        "--subject",
+        "T",
+        "--out",
+        prefix,
+    ]
     serai(*base)
     result = serai(*base, check=False)
     assert result.returncode == 2
