@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import importlib
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from certs.ca import CertificateAuthority, CertStatus, issuer_key_sha1, self_signed_root
+from certs.cli_ocsp import parse_listen
 from certs.errors import OCSPError
 from certs.keys import KeyAlgorithm, PrivateKey, generate_private_key, signature_hash_for
 from certs.ocsp import (
@@ -42,7 +44,7 @@ from certs.ocsp_client import (
 from certs.ocsp_http import OCSPServer
 from certs.pkidir import PKIDirectory
 from certs.profiles import Profile
-from serai.errors import ErrorCode
+from serai.errors import ConfigError, ErrorCode
 
 #: Tests that go through real HTTP use the real clock, so "now" is real too.
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -865,3 +867,75 @@ async def test_client_unreachable_responder_is_unavailable(env: PKI) -> None:
 def test_eku_constant_is_what_pki_issues(env: PKI) -> None:
     eku = env.ocsp_cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.OCSP_SIGNING in eku
+
+
+# -- public surface and command line ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        (
+            "certs.ocsp",
+            {
+                "CERT_ID_HASHES",
+                "MAX_NONCE_BYTES",
+                "InMemoryStatusSource",
+                "OCSPAnswer",
+                "OCSPResponder",
+                "StatusRecord",
+                "StatusSource",
+                "issuer_key_hash",
+                "issuer_name_hash",
+            },
+        ),
+        (
+            "certs.ocsp_http",
+            {
+                "MAX_REQUEST_BYTES",
+                "OCSP_REQUEST_TYPE",
+                "OCSP_RESPONSE_TYPE",
+                "OCSPServer",
+                "create_app",
+            },
+        ),
+        (
+            "certs.ocsp_client",
+            {
+                "DEFAULT_CLOCK_SKEW_S",
+                "DEFAULT_MAX_AGE_S",
+                "AiohttpTransport",
+                "OCSPClient",
+                "OCSPResult",
+                "OCSPTransport",
+                "ResponderTransport",
+                "build_request",
+                "ocsp_url_of",
+                "validate_response",
+            },
+        ),
+        ("certs.cli_ocsp", {"DEFAULT_LISTEN", "parse_listen", "register_ocsp"}),
+    ],
+)
+def test_public_surface_is_pinned(module: str, names: set[str]) -> None:
+    imported = importlib.import_module(module)
+    assert set(imported.__all__) == names
+    assert all(hasattr(imported, name) for name in names)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:8890", ("127.0.0.1", 8890)),
+        ("localhost:0", ("localhost", 0)),
+        ("[::1]:8890", ("::1", 8890)),
+    ],
+)
+def test_parse_listen_accepts(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "8890", ":8890", "host:", "host:port", "host:70000"])
+def test_parse_listen_refuses(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_listen(text)
