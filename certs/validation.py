@@ -23,19 +23,22 @@ Guarantees. When :func:`validate_path` returns a :class:`ValidatedPath`
    its key usage and extended key usage satisfy ``purpose`` (see *Purposes* below).
 5. **Time.** Every certificate of the path, root included, is valid at ``at``:
    ``notBefore <= at <= notAfter``.
-6. **Extensions.** No certificate of the path has a critical extension other than
+6. **Encoding.** Every certificate whose signature is checked has a positive serial
+   number and a DER-encoded signature BIT STRING, so one certificate has one encoding and
+   one SHA-256 fingerprint.
+7. **Extensions.** No certificate of the path has a critical extension other than
    BasicConstraints, KeyUsage, ExtendedKeyUsage and SubjectAlternativeName (the names
    are for the TLS layer to check). Name constraints and policies are not processed, so a
    certificate that marks them critical is refused.
-7. **Revocation.** When a :class:`RevocationChecker` is given, it is called with
+8. **Revocation.** When a :class:`RevocationChecker` is given, it is called with
    ``(c[i], c[i+1], at)`` for every ``i < n``, from the top of the path down to the leaf,
    and returned without raising, except for a certificate that carries
    id-pkix-ocsp-nocheck *and* the OCSPSigning extended key usage (a delegated OCSP
    responder, RFC 6960 §4.2.2.2.1), which is not checked. The root is never checked.
-8. **Malformed input.** A leaf whose names, validity, key or extensions cannot be
+9. **Malformed input.** A leaf whose names, validity, key or extensions cannot be
    decoded is refused (``certificate_invalid``); such an intermediate is ignored. No
    exception of ``cryptography`` escapes.
-9. **Bounds.** The path holds at most ``max_depth`` certificates, and building it costs at
+10. **Bounds.** The path holds at most ``max_depth`` certificates, and building it costs at
    most :data:`MAX_SIGNATURE_CHECKS` signature verifications, whatever the intermediates
    offered (they usually come from the peer).
 
@@ -60,7 +63,7 @@ Refusals (codes of :class:`serai.errors.ErrorCode`):
   critical extension, a malformed certificate, a loop of certificates, the signature
   check budget spent (this one refuses at once, without weighing other paths).
 
-The leaf's own checks (4, 5, 6, signature algorithm) are made first and refuse at once.
+The leaf's own checks (4 to 7, and the algorithm of 2) are made first and refuse at once.
 When every candidate path fails, the failure of the path that got furthest (most
 signatures verified; revocation counts as beyond every structural check) is raised.
 
@@ -93,6 +96,7 @@ from typing import Final, Protocol, TypeVar
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import (
     ExtendedKeyUsageOID,
     ExtensionOID,
@@ -137,6 +141,17 @@ _KNOWN_CRITICAL: Final = frozenset(
 )
 
 _E = TypeVar("_E", bound=x509.ExtensionType)
+
+#: What ``cryptography`` raises when it decodes a malformed field lazily.
+_DECODE_ERRORS: Final = (
+    ValueError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    # Raised rather than printed only under an "error" warnings filter (as in the tests);
+    # otherwise the value is decoded and refused below (non-positive serial numbers).
+    CryptographyDeprecationWarning,
+)
 
 _SHA2: Final = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 _SHA2_SIGNATURES: Final = frozenset(
@@ -697,6 +712,17 @@ def _check_critical_extensions(cert: x509.Certificate, extensions: x509.Extensio
 
 
 def _check_signature_algorithm(cert: x509.Certificate) -> None:
+    """Refuse an algorithm not accepted, or a signature BIT STRING that is not in DER form.
+
+    The signature value ends the certificate, preceded by the BIT STRING's unused-bits
+    octet, which DER fixes at zero; ``cryptography`` ignores it, so without this check one
+    certificate would have several encodings (and several SHA-256 fingerprints).
+    """
+    encoded = _der(cert)
+    if encoded[-len(cert.signature) - 1] != 0:
+        raise CertificateError(
+            f"certificate {_describe(cert)} has a signature that is not DER-encoded"
+        )
     oid = cert.signature_algorithm_oid
     if oid in _EDDSA_SIGNATURES:
         return
@@ -741,8 +767,11 @@ def _check_decodes(cert: x509.Certificate) -> None:
         _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.public_key())
         for extension in cert.extensions:
             _ = extension.value
-    except (ValueError, UnsupportedAlgorithm) as exc:
+        serial = cert.serial_number
+    except _DECODE_ERRORS as exc:
         raise CertificateError(f"certificate cannot be decoded: {exc}") from exc
+    if serial <= 0:
+        raise CertificateError(f"certificate {_describe(cert)} has a non-positive serial number")
 
 
 def _decodable(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:
@@ -771,7 +800,7 @@ def _is_ocsp_no_check_signer(cert: x509.Certificate) -> bool:
 def _extensions(cert: x509.Certificate) -> x509.Extensions:
     try:
         return cert.extensions
-    except ValueError as exc:  # duplicate or malformed extensions
+    except _DECODE_ERRORS as exc:
         raise CertificateError(
             f"certificate {_describe(cert)} has malformed extensions: {exc}"
         ) from exc
@@ -782,7 +811,7 @@ def _find(extensions: x509.Extensions, kind: type[_E]) -> x509.Extension[_E] | N
         return extensions.get_extension_for_class(kind)
     except x509.ExtensionNotFound:
         return None
-    except ValueError as exc:
+    except _DECODE_ERRORS as exc:
         raise CertificateError(f"malformed {kind.__name__} extension: {exc}") from exc
 
 
