@@ -329,6 +329,11 @@ class OCSPClient:
         self._cache: dict[_Key, OCSPResult] = {}
         self._inflight: dict[_Key, asyncio.Task[OCSPResult]] = {}
 
+    @property
+    def max_age_s(self) -> float:
+        """The oldest response, in seconds since its thisUpdate, that this client accepts."""
+        return self._max_age_s
+
     async def fetch(
         self, cert: x509.Certificate, issuer: x509.Certificate, *, url: str | None = None
     ) -> OCSPResult:
