@@ -10,7 +10,8 @@ and a message naming the rule):
 
 * The reply's status is granted or grantedWithMods and it carries a token.
 * The token is a CMS ``ContentInfo`` holding a version 3 ``SignedData`` with exactly one
-  signer (whose ``SignerInfo`` is DER: re-encoding it gives the same bytes),
+  signer (whose ``SignerInfo`` is DER: re-encoding it gives the same bytes, and whose
+  identifier matches the certificate's issuer name byte for byte),
   whose encapsulated content type is ``id-ct-TSTInfo`` and whose content is present.
 * The signer has signed attributes, each attribute type at most once; contentType is
   ``id-ct-TSTInfo``; messageDigest equals the hash, with the signer's digest algorithm
@@ -53,7 +54,6 @@ from typing import Any, Final, Self
 
 import aiohttp
 from asn1crypto import cms, core, tsp
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -599,10 +599,9 @@ def _find_signer(signer_info: Any, candidates: Sequence[x509.Certificate]) -> x5
             issuer = sid.chosen["issuer"]
             serial = sid.chosen["serial_number"].native
             for cert in candidates:
-                if (
-                    cert.serial_number == serial
-                    and asn1_x509.Name.load(cert.issuer.public_bytes()) == issuer
-                ):
+                # Exact bytes, not RFC 5280 name matching: the identifier is outside the
+                # signature, so it must not be alterable in any way that still matches.
+                if cert.serial_number == serial and issuer.dump() == cert.issuer.public_bytes():
                     return cert
         else:
             ski = sid.chosen.native
@@ -638,10 +637,11 @@ def _check_ess(signed_attrs: dict[str, Any], signer: x509.Certificate) -> None:
         if not hmac.compare_digest(hashlib.new(hash_name, der).digest(), cert_hash):
             raise _invalid("ESSCertIDv2 hash does not match the signer certificate")
         if not isinstance(issuer_serial, core.Void):
-            issuer = asn1_x509.Name.load(signer.issuer.public_bytes())
+            issuer = signer.issuer.public_bytes()
             names = [g.chosen for g in issuer_serial["issuer"] if g.name == "directory_name"]
             if issuer_serial["serial_number"].native != signer.serial_number or not any(
-                n == issuer for n in names
+                n.chosen.dump() == issuer
+                for n in names  # the RDNSequence, untagged
             ):
                 raise _invalid("ESSCertIDv2 issuer and serial do not match the signer certificate")
     except (ValueError, TypeError, KeyError) as exc:
