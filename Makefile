@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test setup proto proto-check lint typecheck check clean bench-pki
 
 demo: setup
-	$(PY) -m serai.cli demo-check
+	$(PY) -m serai.cli demo
 
 test: setup
 	$(PY) -m pytest

@@ -1,0 +1,305 @@
+"""``serai demo``: run the federation's trust services end to end and show each step.
+
+Until the registry and gateways exist, the demo exercises the foundation they stand
+on, with real processes on loopback: it creates a development PKI for instance ``UZ``,
+starts ``serai pki ocsp serve`` and ``serai pki tsa serve``, issues the signing and
+gateway certificates of the three agencies of the reference scenario, validates each
+one with a live OCSP answer, revokes a compromised key and shows it refused, and
+time-stamps a document, checking the token both with Serai and with
+``openssl ts -verify``. It exits non-zero if any step does not turn out as it should.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from certs.errors import CertificateError
+from certs.keys import generate_private_key, write_certificate_chain, write_private_key
+from certs.ocsp_client import OCSPClient
+from certs.pkidir import PKIDirectory
+from certs.profiles import Profile
+from certs.revocation import fetch_for_chain
+from certs.timestamp import TimestampClient, verify_token
+from certs.validation import TlsRole, TrustStore, validate_path
+from serai.errors import ErrorCode, SeraiError
+
+__all__ = ["register"]
+
+#: The agencies of the reference scenario (DESIGN, top): member, gateway, description.
+AGENCIES = (
+    ("UZ/GOV/STC", "UZ/GOV/STC/gw:main", "State Tax Committee"),
+    ("UZ/GOV/CADASTRE", "UZ/GOV/CADASTRE/gw:main", "Cadastre Agency"),
+    ("UZ/GOV/MINJUST", "UZ/GOV/MINJUST/gw:main", "Ministry of Justice (property registration)"),
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``serai demo`` to the top-level parser."""
+    demo = subparsers.add_parser(
+        "demo",
+        help="run the federation's trust services end to end",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    demo.add_argument(
+        "--workdir",
+        type=Path,
+        help="directory for the demo's files (must not exist or be empty; "
+        "default: a temporary directory, removed afterwards)",
+    )
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the OCSP responder and TSA running until Ctrl-C",
+    )
+    demo.set_defaults(handler=_cmd_demo)
+
+
+@dataclass
+class _Step:
+    ok: bool
+    text: str
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.steps: list[_Step] = []
+
+    def check(self, ok: bool, text: str) -> None:
+        self.steps.append(_Step(ok, text))
+        print(f"  [{'ok' if ok else 'FAILED'}] {text}", flush=True)
+
+    def note(self, text: str) -> None:
+        print(f"  - {text}", flush=True)
+
+    @property
+    def failures(self) -> int:
+        return sum(not s.ok for s in self.steps)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.workdir is not None:
+        workdir: Path = args.workdir
+        if workdir.exists() and any(workdir.iterdir()):
+            raise SeraiError(f"--workdir {workdir} is not empty", code=ErrorCode.INVALID_REQUEST)
+        workdir.mkdir(parents=True, exist_ok=True)
+        return _run(workdir, keep_running=args.keep_running)
+    tmp = Path(tempfile.mkdtemp(prefix="serai-demo-"))
+    try:
+        return _run(tmp, keep_running=args.keep_running)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(workdir: Path, *, keep_running: bool) -> int:
+    report = _Report()
+    ocsp_port, tsa_port = _free_port(), _free_port()
+    print(f"Serai demo in {workdir}\n\n1. A development PKI for instance UZ")
+    pki = PKIDirectory.init(
+        workdir / "pki",
+        instance="UZ",
+        ocsp_url=f"http://127.0.0.1:{ocsp_port}/",
+        tsa_url=f"http://127.0.0.1:{tsa_port}/",
+    )
+    report.note(f"root CA, issuing CA, OCSP responder and TSA in {pki.root}")
+    print("\n2. The OCSP responder and the TSA, as their own processes")
+    with (
+        _service("ocsp", pki, ocsp_port, workdir / "ocsp.log") as ocsp_proc,
+        _service("tsa", pki, tsa_port, workdir / "tsa.log") as tsa_proc,
+    ):
+        report.note(f"OCSP responder pid {ocsp_proc.pid} on 127.0.0.1:{ocsp_port}")
+        report.note(f"TSA pid {tsa_proc.pid} on 127.0.0.1:{tsa_port}")
+        asyncio.run(_scenario(pki, workdir, report))
+        if keep_running and report.failures == 0:
+            print("\nOCSP responder and TSA keep running; Ctrl-C stops them.")
+            with contextlib.suppress(KeyboardInterrupt):
+                while ocsp_proc.poll() is None and tsa_proc.poll() is None:
+                    time.sleep(0.5)
+    print()
+    if report.failures:
+        print(f"demo: {report.failures} of {len(report.steps)} checks FAILED")
+        return 1
+    print(f"demo: all {len(report.steps)} checks passed")
+    return 0
+
+
+async def _scenario(pki: PKIDirectory, workdir: Path, report: _Report) -> None:
+    ca = pki.issuing_ca()
+    root = pki.root_certificate()
+    trust = TrustStore(roots=[root])
+    now = dt.datetime.now(dt.UTC)
+    print("\n3. Each agency's member signing and gateway authentication certificates")
+    issued: list[tuple[str, Profile, x509.Certificate]] = []
+    for member, gateway, name in AGENCIES:
+        folder = workdir / "agencies" / member.split("/")[2].lower()
+        for profile, subject in ((Profile.SIGN, member), (Profile.AUTH, gateway)):
+            key = generate_private_key()
+            cert = ca.issue(profile, subject, key.public_key())
+            write_private_key(folder / f"{profile.value}.key", key)
+            write_certificate_chain(folder / f"{profile.value}.pem", ca.chain_for(cert))
+            issued.append((subject, profile, cert))
+        report.note(f"{name}: {member} (sign), {gateway} (auth) in {folder}")
+
+    print("\n4. Path validation to the root, with a live OCSP answer for each certificate")
+    async with OCSPClient() as ocsp:
+        for subject, profile, cert in issued:
+            chain = [cert, ca.certificate]
+            checker = await fetch_for_chain(ocsp, chain)
+            path = validate_path(
+                cert,
+                intermediates=[ca.certificate],
+                trust=trust,
+                at=now,
+                purpose=profile,
+                revocation=checker,
+                tls_role=TlsRole.CLIENT if profile is Profile.AUTH else None,
+            )
+            report.check(
+                len(path.certificates) == 3,
+                f"{subject} ({profile.value}): chains to the root, OCSP good",
+            )
+
+        print("\n5. A compromised key is revoked, and from then on refused")
+        old_key = generate_private_key()
+        old = ca.issue(Profile.SIGN, "UZ/GOV/MINJUST", old_key.public_key())
+        ca.revoke(old.serial_number, reason=x509.ReasonFlags.key_compromise)
+        checker = await fetch_for_chain(ocsp, [old, ca.certificate])
+        try:
+            validate_path(
+                old,
+                intermediates=[ca.certificate],
+                trust=trust,
+                at=dt.datetime.now(dt.UTC),
+                purpose=Profile.SIGN,
+                revocation=checker,
+            )
+        except CertificateError as exc:
+            report.check(
+                exc.code is ErrorCode.CERTIFICATE_REVOKED,
+                f"old UZ/GOV/MINJUST key {old.serial_number:x}: refused with {exc.code.value}",
+            )
+        else:
+            report.check(False, "a revoked certificate was accepted")
+
+    print("\n6. A document is time-stamped (RFC 3161) and checked by Serai and by openssl")
+    document = json.dumps(
+        {
+            "transfer": "UZ-2026-000001",
+            "parcel": "10:01:02:03:0004",
+            "seller": "301234567",
+            "buyer": "302345678",
+            "decision": "registered",
+        },
+        sort_keys=True,
+    ).encode()
+    doc_path = workdir / "transfer.json"
+    doc_path.write_bytes(document)
+    tsa_chain = pki.tsa_signer()[1]
+    async with TimestampClient(
+        pki.settings().tsa_url, trusted_roots=[root], untrusted=tsa_chain[1:]
+    ) as tsa:
+        token = await tsa.timestamp(document)
+    token_path = workdir / "transfer.tst"
+    token_path.write_bytes(token.token_der)
+    report.note(f"token serial {token.serial_number:x}, genTime {token.gen_time}")
+    again = verify_token(token.token_der, data=document, nonce=None, trusted_roots=[root])
+    report.check(again.serial_number == token.serial_number, "Serai verifies the stored token")
+    ok, output = _openssl_ts_verify(doc_path, token_path, pki)
+    report.check(ok, f"openssl ts -verify: {output}")
+    tampered = workdir / "transfer-tampered.json"
+    tampered.write_bytes(document.replace(b"registered", b"refused"))
+    ok, output = _openssl_ts_verify(tampered, token_path, pki)
+    report.check(not ok, f"openssl ts -verify on a changed document: {output}")
+
+
+def _openssl_ts_verify(data: Path, token: Path, pki: PKIDirectory) -> tuple[bool, str]:
+    result = subprocess.run(  # noqa: S603  (fixed argument list)
+        [  # noqa: S607  (openssl from PATH is the independent verifier)
+            "openssl",
+            "ts",
+            "-verify",
+            "-data",
+            str(data),
+            "-in",
+            str(token),
+            "-token_in",
+            "-CAfile",
+            str(pki.root_cert),
+            "-untrusted",
+            str(pki.tsa_cert),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    return result.returncode == 0, (lines[0] if lines else f"exit {result.returncode}")
+
+
+@contextlib.contextmanager
+def _service(
+    kind: str, pki: PKIDirectory, port: int, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(  # noqa: S603  (our own console entry point)
+            [
+                sys.executable,
+                "-m",
+                "serai.cli",
+                "pki",
+                kind,
+                "serve",
+                "--dir",
+                str(pki.root),
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_for_port(port, proc, log)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SeraiError(
+                f"service on port {port} exited with {proc.returncode}: "
+                f"{log.read_text(errors='replace').strip()[-500:]}"
+            )
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise SeraiError(f"service on port {port} did not start within 30 s")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
