@@ -22,10 +22,11 @@ from certs.keys import (
 )
 from certs.pkidir import DEFAULT_OCSP_URL, DEFAULT_TSA_URL, PKIDirectory
 from certs.profiles import Profile
+from serai.cliutil import read_passphrase
 from serai.errors import ConfigError, ErrorCode
 from serai.identifiers import parse_instance
 
-__all__ = ["read_passphrase", "register"]
+__all__ = ["register"]
 
 _ISSUABLE = [p.value for p in Profile if p not in (Profile.ROOT_CA, Profile.ISSUING_CA)]
 _REASONS = {
@@ -157,20 +158,6 @@ def _register_services(sub: Any) -> None:
 
     register_ocsp(sub)
     register_tsa(sub)
-
-
-def read_passphrase(path: Path | None) -> bytes | None:
-    """Read a passphrase file (one line; the trailing newline is not part of it)."""
-    if path is None:
-        return None
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read passphrase file {path}: {exc.strerror}") from exc
-    passphrase = data.rstrip(b"\r\n")
-    if not passphrase:
-        raise ConfigError(f"passphrase file {path} is empty")
-    return passphrase
 
 
 def _cmd_init(args: argparse.Namespace) -> int:

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 from certs.ocsp import DEFAULT_NEXT_UPDATE_S, OCSPResponder
 from certs.ocsp_http import OCSPServer
 from certs.pkidir import PKIDirectory
+from serai.cliutil import (
+    format_address,
+    log_event,
+    parse_listen,
+    read_passphrase,
+    termination_event,
+)
 from serai.errors import ConfigError
 
-__all__ = ["DEFAULT_LISTEN", "parse_listen", "register_ocsp"]
+__all__ = ["DEFAULT_LISTEN", "register_ocsp", "serve_command"]
 
 DEFAULT_LISTEN = "127.0.0.1:8890"
 
@@ -56,20 +59,10 @@ def register_ocsp(pki_subparsers: Any) -> None:
     serve.set_defaults(handler=serve_command)
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as a (host, port) pair."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError(f"--listen: expected HOST:PORT, got {value!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port_text)
-
-
 def serve_command(args: argparse.Namespace) -> int:
     """Handler of ``serai pki ocsp serve``; returns the exit status."""
     host, port = parse_listen(args.listen)
-    passphrase = _read_passphrase(args.passphrase_file)
+    passphrase = read_passphrase(args.passphrase_file)
     pki = PKIDirectory(args.dir)
     key, chain = pki.ocsp_signer(passphrase=passphrase)
     if len(chain) < 2:
@@ -87,36 +80,16 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(server: OCSPServer, host: str) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
+    with termination_event() as stop:
         await server.start()
-        _log_json(
-            event="ocsp_listening",
-            listen=f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}",
-            url=server.url,
-            port=server.port,
-        )
-        await stop.wait()
-        _log_json(event="ocsp_stopping")
-    finally:
-        await server.stop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError, RuntimeError):
-                loop.remove_signal_handler(signum)
-
-
-def _read_passphrase(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"--passphrase-file {path}: {exc.strerror}") from exc
-    return data.rstrip(b"\r\n") or None
-
-
-def _log_json(**fields: object) -> None:
-    print(json.dumps(fields, sort_keys=False), file=sys.stderr, flush=True)
+        try:
+            log_event(
+                "ocsp_listening",
+                listen=format_address(host, server.port),
+                url=server.url,
+                port=server.port,
+            )
+            await stop.wait()
+        finally:
+            await server.stop()
+    log_event("ocsp_stopped")

@@ -61,7 +61,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from certs.errors import TimestampError
+from certs.errors import CertificateError, TimestampError
+from certs.profiles import Profile
+from certs.validation import TrustStore, validate_path
 from serai.errors import ErrorCode
 
 __all__ = [
@@ -593,6 +595,15 @@ def _accuracy(value: Any) -> dt.timedelta:
 def _find_signer(signer_info: Any, candidates: Sequence[x509.Certificate]) -> x509.Certificate:
     try:
         sid = signer_info["sid"]
+        # RFC 5652 §5.3: version 1 with issuerAndSerialNumber, 3 with subjectKeyIdentifier.
+        # The version is outside the signature; pinning it leaves no byte of a stored
+        # token that can change without verification failing.
+        expected_version = "v1" if sid.name == "issuer_and_serial_number" else "v3"
+        if signer_info["version"].native != expected_version:
+            raise _invalid(
+                f"SignerInfo version is {signer_info['version'].native}, "
+                f"RFC 5652 requires {expected_version} for this signer identifier"
+            )
         if sid.name == "issuer_and_serial_number":
             if sid.chosen.tag != 16:  # asn1crypto would read a SET here as the SEQUENCE
                 raise _invalid("signer identifier is not a SEQUENCE")
@@ -722,64 +733,20 @@ def _validate_path(
     roots: Sequence[x509.Certificate],
     when: dt.datetime,
 ) -> list[x509.Certificate]:
-    """The path from ``leaf`` to a trusted root, every link and validity checked."""
-    root_ders = {r.public_bytes(serialization.Encoding.DER) for r in roots}
-    path = [leaf]
-    current = leaf
-    while True:
-        _check_validity(current, when)
-        if current.public_bytes(serialization.Encoding.DER) in root_ders:
-            return path
-        if len(path) >= _MAX_PATH:
-            raise _invalid(f"no path to a trusted root within {_MAX_PATH} certificates")
-        issuer = _find_issuer(current, [*roots, *pool], len(path) - 1)
-        if issuer is None:
-            raise _invalid(
-                f"certificate {current.subject.rfc4514_string()!r} does not chain to a trusted root"
-            )
-        path.append(issuer)
-        current = issuer
-
-
-def _find_issuer(
-    cert: x509.Certificate, candidates: Sequence[x509.Certificate], cas_below: int
-) -> x509.Certificate | None:
-    """The first CA among ``candidates`` that signed ``cert``; ``cas_below`` counts the
-    intermediate CA certificates already in the path under it (for pathLenConstraint)."""
-    problems: list[str] = []
-    for candidate in candidates:
-        if candidate.subject != cert.issuer:
-            continue
-        try:
-            cert.verify_directly_issued_by(candidate)
-        except (*_FOREIGN_ERRORS, InvalidSignature):
-            continue
-        problem = _ca_problem(candidate, cas_below)
-        if problem is None:
-            return candidate
-        problems.append(problem)
-    if problems:
-        raise _invalid(problems[0])
-    return None
-
-
-def _ca_problem(cert: x509.Certificate, cas_below: int) -> str | None:
-    name = cert.subject.rfc4514_string()
+    """The path from ``leaf`` to a trusted root, by the rules of :mod:`certs.validation`
+    for a time-stamping certificate, at ``when``."""
     try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return f"issuer {name!r} has no basicConstraints"
-    if not bc.ca:
-        return f"issuer {name!r} is not a CA"
-    if bc.path_length is not None and cas_below > bc.path_length:
-        return f"issuer {name!r} path length {bc.path_length} exceeded"
-    try:
-        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
-    if not ku.key_cert_sign:
-        return f"issuer {name!r} may not sign certificates"
-    return None
+        path = validate_path(
+            leaf,
+            intermediates=pool,
+            trust=TrustStore(roots=roots),
+            at=when,
+            purpose=Profile.TSA,
+            revocation=None,
+        )
+    except CertificateError as exc:
+        raise _invalid(f"TSA certificate: {exc.message}") from exc
+    return list(path.certificates)
 
 
 def _check_validity(cert: x509.Certificate, when: dt.datetime) -> None:

@@ -68,11 +68,14 @@ When every candidate path fails, the failure of the path that got furthest (most
 signatures verified; revocation counts as beyond every structural check) is raised.
 
 Purposes (from :mod:`certs.profiles`): the leaf's KeyUsage must be present with every flag
-of the profile set; when the profile has no extended key usage (``sign``) the leaf must
-have none (any EKU would make it a certificate for something else); ``auth`` needs
-``serverAuth`` or ``clientAuth`` as ``tls_role`` says; ``tsa`` needs a critical EKU whose
-only purpose is ``timeStamping`` (RFC 3161 §2.3); ``ocsp``, ``confsign`` and ``logsign``
-need ``OCSPSigning`` and Serai's configuration- and log-signing EKUs respectively.
+of the profile set, except for ``tsa`` and ``ocsp``, whose certificates often come from
+outside CAs: there a KeyUsage is optional and, when present, must allow signing
+(digitalSignature or nonRepudiation); when the profile has no extended key usage
+(``sign``) the leaf must have none (any EKU would make it a certificate for something
+else); ``auth`` needs ``serverAuth`` or ``clientAuth`` as ``tls_role`` says; ``tsa``
+needs a critical EKU whose only purpose is ``timeStamping`` (RFC 3161 §2.3); ``ocsp``,
+``confsign`` and ``logsign`` need ``OCSPSigning`` and Serai's configuration- and
+log-signing EKUs respectively.
 ``anyExtendedKeyUsage`` is never honoured.
 
 Assumptions. The trust store holds what the federation approved (the global
@@ -141,6 +144,9 @@ _KNOWN_CRITICAL: Final = frozenset(
 )
 
 _E = TypeVar("_E", bound=x509.ExtensionType)
+
+#: Purposes whose certificates may come from CAs outside Serai's profiles.
+_THIRD_PARTY_SERVICES: Final = frozenset({Profile.TSA, Profile.OCSP})
 
 #: What ``cryptography`` raises when it decodes a malformed field lazily.
 _DECODE_ERRORS: Final = (
@@ -632,12 +638,27 @@ def _check_purpose(
 ) -> None:
     spec = spec_for(purpose)
     key_usage = _find(extensions, x509.KeyUsage)
-    if key_usage is None:
+    if purpose in _THIRD_PARTY_SERVICES:
+        # Time-stamping and OCSP certificates often come from outside CAs: RFC 3161 §2.3
+        # and RFC 6960 §4.2.2.2 rest on the extended key usage, so a key usage is only
+        # required to allow signing when it is present.
+        if key_usage is not None and not (
+            key_usage.value.digital_signature or key_usage.value.content_commitment
+        ):
+            raise CertificateError(
+                f"certificate {_describe(leaf)} has a key usage that allows no signing; "
+                f"{purpose.value!r} needs digital_signature or content_commitment"
+            )
+    elif key_usage is None:
         raise CertificateError(
             f"certificate {_describe(leaf)} has no key usage; {purpose.value!r} needs "
             f"{', '.join(sorted(spec.key_usage))}"
         )
-    missing = sorted(flag for flag in spec.key_usage if not getattr(key_usage.value, flag))
+    missing = (
+        []
+        if key_usage is None or purpose in _THIRD_PARTY_SERVICES
+        else sorted(flag for flag in spec.key_usage if not getattr(key_usage.value, flag))
+    )
     if missing:
         raise CertificateError(
             f"certificate {_describe(leaf)} lacks key usage {', '.join(missing)} "

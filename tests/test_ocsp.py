@@ -25,7 +25,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from certs.ca import CertificateAuthority, CertStatus, issuer_key_sha1, self_signed_root
-from certs.cli_ocsp import parse_listen
 from certs.errors import OCSPError
 from certs.keys import KeyAlgorithm, PrivateKey, generate_private_key, signature_hash_for
 from certs.ocsp import (
@@ -44,7 +43,7 @@ from certs.ocsp_client import (
 from certs.ocsp_http import OCSPServer
 from certs.pkidir import PKIDirectory
 from certs.profiles import Profile
-from serai.errors import ConfigError, ErrorCode
+from serai.errors import ErrorCode
 
 #: Tests that go through real HTTP use the real clock, so "now" is real too.
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -914,28 +913,10 @@ def test_eku_constant_is_what_pki_issues(env: PKI) -> None:
                 "validate_response",
             },
         ),
-        ("certs.cli_ocsp", {"DEFAULT_LISTEN", "parse_listen", "register_ocsp"}),
+        ("certs.cli_ocsp", {"DEFAULT_LISTEN", "register_ocsp", "serve_command"}),
     ],
 )
 def test_public_surface_is_pinned(module: str, names: set[str]) -> None:
     imported = importlib.import_module(module)
     assert set(imported.__all__) == names
     assert all(hasattr(imported, name) for name in names)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("127.0.0.1:8890", ("127.0.0.1", 8890)),
-        ("localhost:0", ("localhost", 0)),
-        ("[::1]:8890", ("::1", 8890)),
-    ],
-)
-def test_parse_listen_accepts(text: str, expected: tuple[str, int]) -> None:
-    assert parse_listen(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "8890", ":8890", "host:", "host:port", "host:70000"])
-def test_parse_listen_refuses(text: str) -> None:
-    with pytest.raises(ConfigError):
-        parse_listen(text)

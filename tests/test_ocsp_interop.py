@@ -262,7 +262,7 @@ def test_serai_responder_stops_gracefully_on_sigterm(env: Env) -> None:
         assert proc.wait(timeout=30) == 0
         rest = proc.stderr.read().decode()
         assert "Traceback" not in rest
-        assert "ocsp_stopping" in rest
+        assert "ocsp_stopped" in rest
     finally:
         _stop(proc)
 

@@ -341,6 +341,22 @@ def _failure(pki: Pki, token: bytes, match: str, **kwargs: Any) -> None:
     assert info.value.code is ErrorCode.TIMESTAMP_INVALID
 
 
+@pytest.mark.parametrize("version", [0, 2, 3, 4, 5])
+def test_signer_info_version_must_match_its_identifier(
+    pki: Pki, tsa: TimeStampAuthority, version: int
+) -> None:
+    # The version is outside the signature: it is pinned so that no byte of a stored
+    # token can change without verification failing (RFC 5652 §5.3).
+    token = granted_token(tsa)
+    info = cms.ContentInfo.load(token)["content"]["signer_infos"][0]
+    original = info.dump()
+    assert info["version"].native == "v1"
+    position = token.index(original) + original.index(b"\x02\x01\x01")
+    tampered = bytearray(token)
+    tampered[position + 2] = version
+    _failure(pki, bytes(tampered), "SignerInfo version")
+
+
 def test_other_data_fails(pki: Pki, tsa: TimeStampAuthority) -> None:
     _failure(pki, granted_token(tsa), "imprint does not match", data=DATA + b"!")
 
@@ -363,17 +379,24 @@ def test_policy_must_match_when_asked(pki: Pki, tsa: TimeStampAuthority) -> None
 
 def test_untrusted_root_fails(pki: Pki, tsa: TimeStampAuthority, tmp_path: Path) -> None:
     other = PKIDirectory.init(tmp_path / "other", instance="KG", now=NOW - dt.timedelta(days=1))
-    _failure(pki, granted_token(tsa), "does not chain", trusted_roots=[other.root_certificate()])
+    _failure(pki, granted_token(tsa), "no approved root", trusted_roots=[other.root_certificate()])
 
 
 def test_validity_is_checked_at_gen_time(pki: Pki, tsa: TimeStampAuthority) -> None:
     token = granted_token(tsa)
     assert verify(pki, token).gen_time < pki.chain[0].not_valid_after_utc
-    _failure(pki, token, "not valid at", at=NOW + dt.timedelta(days=40 * 365))
-    _failure(pki, token, "not valid at", at=NOW - dt.timedelta(days=30))
+    _failure(
+        pki,
+        token,
+        "expired at|not valid before|not yet valid",
+        at=NOW + dt.timedelta(days=40 * 365),
+    )
+    _failure(
+        pki, token, "expired at|not valid before|not yet valid", at=NOW - dt.timedelta(days=30)
+    )
     # A token made while the certificate was valid still verifies after it expired.
     expired_tsa = pki.authority(clock=lambda: NOW + dt.timedelta(days=6 * 365))
-    _failure(pki, granted_token(expired_tsa), "not valid at")
+    _failure(pki, granted_token(expired_tsa), "expired at|not valid before|not yet valid")
 
 
 def _issue_leaf(

@@ -59,7 +59,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         [
             sys.executable,
             "-m",
-            "certs.cli_tsa",
+            "serai.cli",
+            "pki",
             "tsa",
             "serve",
             "--dir",

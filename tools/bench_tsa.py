@@ -91,7 +91,8 @@ def _spawn(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
         [
             sys.executable,
             "-m",
-            "certs.cli_tsa",
+            "serai.cli",
+            "pki",
             "tsa",
             "serve",
             "--dir",

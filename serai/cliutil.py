@@ -1,0 +1,70 @@
+"""Helpers for the command-line edge shared by every ``serai`` service command:
+listen addresses, passphrase files, start/stop event lines, and waiting for a
+termination signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from serai.errors import ConfigError
+
+__all__ = ["format_address", "log_event", "parse_listen", "read_passphrase", "termination_event"]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as a (host, port) pair; port 0 means any."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"--listen: expected HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
+
+
+def format_address(host: str, port: int) -> str:
+    """The ``HOST:PORT`` text of an address (IPv6 hosts in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def read_passphrase(path: Path | None) -> bytes | None:
+    """Read a passphrase file: its first line, without the line ending."""
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read passphrase file {path}: {exc.strerror}") from exc
+    lines = data.splitlines()
+    if not lines or not lines[0]:
+        raise ConfigError(f"passphrase file {path} is empty")
+    return lines[0]
+
+
+def log_event(event: str, **fields: object) -> None:
+    """Write one JSON line ``{"event": ..., ...}`` to stderr."""
+    print(json.dumps({"event": event, **fields}), file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def termination_event() -> Iterator[asyncio.Event]:
+    """An event set when the process receives SIGINT or SIGTERM (inside the block).
+
+    Enter it before starting a server, so a signal during start-up is not lost.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        yield stop
+    finally:
+        for signum in signals:
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(signum)
