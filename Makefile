@@ -40,8 +40,10 @@ typecheck: setup
 
 check: lint typecheck test
 
+# OCSP responder and TSA throughput: each runs as its own process, loaded by a concurrent client.
 bench-pki: setup
-	$(PY) tools/bench_pki.py
+	$(PY) tools/bench_ocsp.py --concurrency 32 --duration 10
+	$(PY) tools/bench_tsa.py --concurrency 32 --duration 10
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,7 @@
 or, to start a fresh TSA in a child process on a free port (a throw-away PKI in a
 temporary directory) and measure it:
 
-    python tools/bench_tsa.py --spawn --concurrency 32 --duration 10
+    python tools/bench_tsa.py --concurrency 32 --duration 10
 
 Each request carries a fresh nonce and asks for the certificate; the reply's HTTP status
 and media type are checked (tokens are not verified: that would measure the client).
@@ -111,9 +111,9 @@ def _spawn(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--url", help="TSA URL")
-    target.add_argument("--spawn", action="store_true", help="start a TSA in a child process")
+    parser.add_argument(
+        "--url", help="an already running TSA (default: start one in a child process)"
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds")
     parser.add_argument("--json", action="store_true")
@@ -121,7 +121,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         proc = None
         url = args.url
-        if args.spawn:
+        if url is None:
             proc, url = _spawn(Path(tmp))
         try:
             result = asyncio.run(_run(url, args.concurrency, args.duration))
