@@ -7,8 +7,10 @@ temporary directory) and measure it:
 
     python tools/bench_tsa.py --concurrency 32 --duration 10
 
-Each request carries a fresh nonce and asks for the certificate; the reply's HTTP status
-and media type are checked (tokens are not verified: that would measure the client).
+Each request is one of 2,000 distinct queries made before the clock starts (random data,
+a random nonce, certReq set), so the TSA signs a new token every time while the client
+spends its CPU on HTTP only; the reply's HTTP status and media type are checked (tokens
+are not verified: that would measure the client).
 Prints requests/s and latency percentiles; ``--json`` prints one JSON object instead.
 """
 
