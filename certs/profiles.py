@@ -25,6 +25,7 @@ __all__ = [
     "SERAI_OID_ARC",
     "Profile",
     "ProfileSpec",
+    "key_usage_extension",
     "spec_for",
 ]
 
