@@ -59,6 +59,9 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_CLIENT = "unknown_client"
     UNKNOWN_SERVICE = "unknown_service"
     UNKNOWN_MEMBER = "unknown_member"
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    FAILED_PRECONDITION = "failed_precondition"
     MESSAGE_TOO_LARGE = "message_too_large"
     # Authorisation and authentication
     ACCESS_DENIED = "access_denied"
@@ -82,6 +85,13 @@ class ErrorCode(enum.StrEnum):
     # Availability
     GLOBALCONF_EXPIRED = "globalconf_expired"
     GLOBALCONF_INVALID = "globalconf_invalid"
+    GLOBALCONF_SIGNATURE_INVALID = "globalconf_signature_invalid"
+    GLOBALCONF_UNKNOWN_SIGNER = "globalconf_unknown_signer"
+    GLOBALCONF_ROLLBACK = "globalconf_rollback"
+    GLOBALCONF_WRONG_INSTANCE = "globalconf_wrong_instance"
+    GLOBALCONF_UNAVAILABLE = "globalconf_unavailable"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
     TIMESTAMPING_OVERDUE = "timestamping_overdue"
     TSA_UNAVAILABLE = "tsa_unavailable"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
@@ -97,6 +107,9 @@ _STATUS: Final[dict[ErrorCode, grpc.StatusCode]] = {
     ErrorCode.UNKNOWN_CLIENT: grpc.StatusCode.NOT_FOUND,
     ErrorCode.UNKNOWN_SERVICE: grpc.StatusCode.NOT_FOUND,
     ErrorCode.UNKNOWN_MEMBER: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorCode.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorCode.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorCode.MESSAGE_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.ACCESS_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     ErrorCode.CLIENT_NOT_AUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
@@ -117,6 +130,13 @@ _STATUS: Final[dict[ErrorCode, grpc.StatusCode]] = {
     ErrorCode.KEY_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.GLOBALCONF_EXPIRED: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.GLOBALCONF_INVALID: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.GLOBALCONF_SIGNATURE_INVALID: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.GLOBALCONF_UNKNOWN_SIGNER: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.GLOBALCONF_ROLLBACK: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.GLOBALCONF_WRONG_INSTANCE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.GLOBALCONF_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorCode.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     ErrorCode.TIMESTAMPING_OVERDUE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.TSA_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.PROVIDER_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
