@@ -1117,8 +1117,8 @@ class AuditEntry(_message.Message):
     sequence: _builtins.int
     """Sequence number, strictly increasing from 1 without gaps."""
     actor: _builtins.str
-    """Who made it: the subject DN of the operator's client certificate, or `local`
-    for changes made on the registry host itself.
+    """Who made it: the `sub` claim of the operator's bearer token, or `local` for
+    changes made on the registry host itself (`serai registry init`).
     """
     action: _builtins.str
     """The rpc that made it, e.g. `AddMember`."""
