@@ -1,0 +1,308 @@
+"""``registry.toml``: the registry's configuration, typed and validated.
+
+Example (what ``serai registry init`` writes; relative paths are relative to the
+directory holding the file)::
+
+    instance = "UZ"
+    grpc_listen = "127.0.0.1:4400"        # management API (gRPC)
+    http_listen = "127.0.0.1:4401"        # publication of the global configuration
+    database = "registry.db"              # SQLite file; or instead:
+    # database_url = "postgresql://user@host/db"
+    publish_dir = "publish"
+    # public_url = "https://conf.example.org/globalconf/v1/current"
+    token_signing_key = "keys/token.key"
+    token_public_keys = ["keys/token.pub.pem"]
+    # token_audience = "serai-registry:UZ"
+    # key_passphrase_file = "passphrase"
+    configuration_validity_s = 600
+    regeneration_interval_s = 60
+    history_keep = 100
+
+    [[configuration_signing]]             # the first signs; all go in the trust anchor
+    key = "keys/confsign-1.key"
+    certificate = "keys/confsign-1.pem"
+
+Every refusal is a :class:`~serai.errors.ConfigError` naming the file, the key and what
+was expected. Loading reads only this file; key files are read by the command line.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from serai.cliutil import format_address, parse_listen
+from serai.errors import ConfigError, SeraiError
+from serai.identifiers import parse_instance
+
+__all__ = [
+    "CONFIG_FILE_NAME",
+    "DEFAULT_GRPC_LISTEN",
+    "DEFAULT_HISTORY_KEEP",
+    "DEFAULT_HTTP_LISTEN",
+    "DEFAULT_REGENERATION_INTERVAL_S",
+    "DEFAULT_VALIDITY_S",
+    "RegistryConfig",
+    "SigningKeyPaths",
+    "load_config",
+    "render_config",
+]
+
+CONFIG_FILE_NAME: Final = "registry.toml"
+DEFAULT_GRPC_LISTEN: Final = "127.0.0.1:4400"
+DEFAULT_HTTP_LISTEN: Final = "127.0.0.1:4401"
+#: Seconds a published configuration is valid after generation (X-Road's 10 minutes).
+DEFAULT_VALIDITY_S: Final = 600
+#: Seconds between regenerations when nothing changes.
+DEFAULT_REGENERATION_INTERVAL_S: Final = 60
+#: Number of past configurations kept in ``globalconf/v1/<serial>``.
+DEFAULT_HISTORY_KEEP: Final = 100
+#: Path of the current configuration below the publish directory (and the URL path).
+CURRENT_PATH: Final = "globalconf/v1/current"
+
+_KNOWN_KEYS: Final = frozenset(
+    {
+        "instance",
+        "grpc_listen",
+        "http_listen",
+        "database",
+        "database_url",
+        "publish_dir",
+        "public_url",
+        "token_signing_key",
+        "token_public_keys",
+        "token_audience",
+        "key_passphrase_file",
+        "configuration_validity_s",
+        "regeneration_interval_s",
+        "history_keep",
+        "configuration_signing",
+    }
+)
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SigningKeyPaths:
+    """One configuration signing certificate and, when it may sign, its key."""
+
+    certificate: Path
+    key: Path | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryConfig:
+    """A validated ``registry.toml`` (paths absolute)."""
+
+    path: Path
+    instance: str
+    grpc_listen: tuple[str, int]
+    http_listen: tuple[str, int]
+    database: Path
+    database_url: str | None
+    publish_dir: Path
+    public_url: str | None
+    configuration_signing: tuple[SigningKeyPaths, ...]
+    token_signing_key: Path | None
+    token_public_keys: tuple[Path, ...]
+    token_audience: str
+    key_passphrase_file: Path | None
+    configuration_validity_s: int
+    regeneration_interval_s: float
+    history_keep: int
+
+    @property
+    def download_url(self) -> str:
+        """Where gateways fetch the current configuration (the anchor's URL)."""
+        if self.public_url:
+            return self.public_url
+        return f"http://{format_address(*self.http_listen)}/{CURRENT_PATH}"
+
+
+def load_config(path: Path) -> RegistryConfig:
+    """Read and validate ``path``; raises :class:`ConfigError`."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file (create one with `serai registry init`)") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return _Reader(path, data).config()
+
+
+def render_config(
+    *,
+    instance: str,
+    signing: list[tuple[str, str]],
+    token_signing_key: str,
+    token_public_key: str,
+    database_url: str | None = None,
+    grpc_listen: str = DEFAULT_GRPC_LISTEN,
+    http_listen: str = DEFAULT_HTTP_LISTEN,
+) -> str:
+    """The text of a new ``registry.toml`` (paths as given, relative to its directory)."""
+    lines = [
+        "# Serai registry configuration (written by `serai registry init`; see docs/registry.md)",
+        f"instance = {_toml_str(instance)}",
+        f"grpc_listen = {_toml_str(grpc_listen)}",
+        f"http_listen = {_toml_str(http_listen)}",
+    ]
+    if database_url:
+        lines.append(f"database_url = {_toml_str(database_url)}")
+    else:
+        lines.append('database = "registry.db"')
+    lines += [
+        'publish_dir = "publish"',
+        '# public_url = "https://conf.example.org/globalconf/v1/current"',
+        f"token_signing_key = {_toml_str(token_signing_key)}",
+        f"token_public_keys = [{_toml_str(token_public_key)}]",
+        f"token_audience = {_toml_str(f'serai-registry:{instance}')}",
+        f"configuration_validity_s = {DEFAULT_VALIDITY_S}",
+        f"regeneration_interval_s = {DEFAULT_REGENERATION_INTERVAL_S}",
+        f"history_keep = {DEFAULT_HISTORY_KEEP}",
+    ]
+    for key, cert in signing:
+        lines += [
+            "",
+            "# configuration signing: the first entry signs; every certificate goes in the anchor",
+            "[[configuration_signing]]",
+            f"key = {_toml_str(key)}",
+            f"certificate = {_toml_str(cert)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class _Reader:
+    """Reads typed values out of the parsed TOML, each refusal naming file and key."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.base = path.parent.resolve()
+        self.data = data
+
+    def fail(self, key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{self.path}: key {key!r}: {expected}")
+
+    def config(self) -> RegistryConfig:
+        unknown = sorted(set(self.data) - _KNOWN_KEYS)
+        if unknown:
+            raise self.fail(unknown[0], "unknown key (see docs/registry.md for the keys)")
+        instance = self.checked("instance", parse_instance, self.string("instance"))
+        database_url = self.optional_string("database_url")
+        if database_url is not None and not database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise self.fail("database_url", "expected a postgresql:// URL")
+        if database_url is not None and "database" in self.data:
+            raise self.fail("database", "give either 'database' (SQLite) or 'database_url'")
+        public_url = self.optional_string("public_url")
+        if public_url is not None and not public_url.startswith(("http://", "https://")):
+            raise self.fail("public_url", "expected an http(s) URL")
+        token_key = self.optional_string("token_signing_key")
+        public_keys = self.string_list("token_public_keys", required=True)
+        passphrase = self.optional_string("key_passphrase_file")
+        return RegistryConfig(
+            path=self.path,
+            instance=instance,
+            grpc_listen=self.listen("grpc_listen", DEFAULT_GRPC_LISTEN),
+            http_listen=self.listen("http_listen", DEFAULT_HTTP_LISTEN),
+            database=self.file(self.optional_string("database") or "registry.db"),
+            database_url=database_url,
+            publish_dir=self.file(self.optional_string("publish_dir") or "publish"),
+            public_url=public_url,
+            configuration_signing=self.signing(),
+            token_signing_key=None if token_key is None else self.file(token_key),
+            token_public_keys=tuple(self.file(p) for p in public_keys),
+            token_audience=self.optional_string("token_audience") or f"serai-registry:{instance}",
+            key_passphrase_file=None if passphrase is None else self.file(passphrase),
+            configuration_validity_s=self.integer("configuration_validity_s", DEFAULT_VALIDITY_S),
+            regeneration_interval_s=self.number(
+                "regeneration_interval_s", DEFAULT_REGENERATION_INTERVAL_S
+            ),
+            history_keep=self.integer("history_keep", DEFAULT_HISTORY_KEEP),
+        )
+
+    def checked(self, key: str, parse: Callable[[str], _T], value: str) -> _T:
+        try:
+            return parse(value)
+        except SeraiError as exc:
+            raise self.fail(key, exc.message) from exc
+
+    def string(self, key: str) -> str:
+        value = self.data.get(key)
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, "expected a non-empty string")
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        return None if key not in self.data else self.string(key)
+
+    def string_list(self, key: str, *, required: bool) -> list[str]:
+        value = self.data.get(key)
+        if value is None and not required:
+            return []
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, str) and v for v in value)
+        ):
+            raise self.fail(key, "expected a non-empty list of non-empty strings")
+        return list(value)
+
+    def integer(self, key: str, default: int) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise self.fail(key, "expected a positive integer")
+        return value
+
+    def number(self, key: str, default: float) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise self.fail(key, "expected a positive number of seconds")
+        return float(value)
+
+    def listen(self, key: str, default: str) -> tuple[str, int]:
+        value = self.data.get(key, default)
+        if not isinstance(value, str):
+            raise self.fail(key, "expected HOST:PORT")
+        return self.checked(key, parse_listen, value)
+
+    def file(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+    def signing(self) -> tuple[SigningKeyPaths, ...]:
+        key = "configuration_signing"
+        entries = self.data.get(key)
+        if not isinstance(entries, list) or not entries:
+            raise self.fail(key, "expected at least one [[configuration_signing]] table")
+        result = []
+        for index, entry in enumerate(entries):
+            where = f"{key}[{index}]"
+            if not isinstance(entry, dict) or set(entry) - {"key", "certificate"}:
+                raise self.fail(where, "expected a table with 'certificate' and 'key'")
+            cert, key_path = entry.get("certificate"), entry.get("key")
+            if not isinstance(cert, str) or not cert:
+                raise self.fail(f"{where}.certificate", "expected a non-empty string")
+            if key_path is None and index == 0:
+                raise self.fail(f"{where}.key", "the first entry signs, so it needs a key")
+            if key_path is not None and (not isinstance(key_path, str) or not key_path):
+                raise self.fail(f"{where}.key", "expected a non-empty string")
+            result.append(
+                SigningKeyPaths(
+                    certificate=self.file(cert),
+                    key=None if key_path is None else self.file(key_path),
+                )
+            )
+        return tuple(result)
+
+
+def _toml_str(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

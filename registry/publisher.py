@@ -1,0 +1,253 @@
+"""Generating, signing and publishing the global configuration (DESIGN §3).
+
+:class:`Publisher` turns the store's current state into a signed configuration and
+writes it into a publish directory that any web server can serve as static files::
+
+    <publish_dir>/globalconf/v1/current      the serialized SignedGlobalConfiguration
+    <publish_dir>/globalconf/v1/<serial>     the same bytes, kept for the last N serials
+
+Guarantees:
+
+1. Every publication has a serial from :meth:`RegistryStore.next_serial`, so serials
+   strictly increase across publications, restarts and processes sharing a database.
+2. The signature covers exactly the configuration bytes inside the envelope, and the
+   envelope bytes written are the bytes served: nothing is re-serialized after signing.
+3. Files are replaced atomically (temporary file, ``fsync``, ``rename``): a reader sees
+   the previous configuration or the new one, never a torn file. The history file of a
+   serial is written before ``current`` points at it.
+4. :attr:`Publisher.current` changes only after the files are in place.
+
+:class:`PublicationLoop` drives it on the asyncio loop: once at start, after every
+change (bursts coalesce into one publication), and every interval; the blocking work
+runs in the store's executor, and a failure is logged and retried, never raised.
+:func:`create_http_app` serves the publish directory over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+from cryptography import x509
+
+from certs.keys import PrivateKey
+from registry.codec import encode_configuration
+from registry.config import CURRENT_PATH, DEFAULT_HISTORY_KEEP, DEFAULT_VALIDITY_S
+from registry.model import GlobalConfiguration
+from registry.signing import sign_configuration
+from registry.store import RegistryStore
+from serai.cliutil import log_event
+
+__all__ = ["PublicationLoop", "PublishedConfiguration", "Publisher", "create_http_app"]
+
+_HISTORY_DIR: Final = Path(CURRENT_PATH).parent
+#: Seconds before retrying after a failed publication (capped by the interval).
+_RETRY_S: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishedConfiguration:
+    """What was last published."""
+
+    instance: str
+    serial: int
+    generated_at: dt.datetime
+    expires_at: dt.datetime
+    configuration_sha256: bytes
+    envelope: bytes
+
+
+class Publisher:
+    """Generates, signs and writes configurations (blocking; see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        store: RegistryStore,
+        signing_key: PrivateKey,
+        signing_certificate: x509.Certificate,
+        publish_dir: Path,
+        validity_s: int = DEFAULT_VALIDITY_S,
+        history_keep: int = DEFAULT_HISTORY_KEEP,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self._store = store
+        self._key = signing_key
+        self._certificate = signing_certificate
+        self.publish_dir = publish_dir
+        self.validity_s = validity_s
+        self.history_keep = max(1, history_keep)
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._lock = threading.Lock()
+        self._current: PublishedConfiguration | None = None
+
+    @property
+    def current(self) -> PublishedConfiguration | None:
+        """The configuration last published by this publisher, if any."""
+        return self._current
+
+    def generate(self) -> PublishedConfiguration:
+        """A freshly signed configuration of the store's current state (not written)."""
+        federation = self._store.federation()
+        serial = self._store.next_serial()
+        generated_at = self._clock().replace(microsecond=0)
+        conf = GlobalConfiguration(
+            federation=federation,
+            serial=serial,
+            generated_at=generated_at,
+            expires_at=generated_at + dt.timedelta(seconds=self.validity_s),
+        )
+        data = encode_configuration(conf)
+        envelope = sign_configuration(data, key=self._key, certificate=self._certificate)
+        return PublishedConfiguration(
+            instance=federation.instance,
+            serial=serial,
+            generated_at=conf.generated_at,
+            expires_at=conf.expires_at,
+            configuration_sha256=hashlib.sha256(data).digest(),
+            envelope=envelope,
+        )
+
+    def publish(self) -> PublishedConfiguration:
+        """Generate a configuration and write it atomically into the publish directory."""
+        with self._lock:
+            published = self.generate()
+            history = self.publish_dir / _HISTORY_DIR
+            history.mkdir(parents=True, exist_ok=True)
+            _atomic_write(history / str(published.serial), published.envelope)
+            _atomic_write(self.publish_dir / CURRENT_PATH, published.envelope)
+            self._current = published
+            self._prune(history)
+            return published
+
+    def _prune(self, history: Path) -> None:
+        serials = sorted(int(p.name) for p in history.iterdir() if p.name.isdigit())
+        for serial in serials[: -self.history_keep]:
+            (history / str(serial)).unlink(missing_ok=True)
+
+
+class PublicationLoop:
+    """Runs :meth:`Publisher.publish` at start, after changes and every interval."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        *,
+        executor: concurrent.futures.Executor,
+        interval_s: float,
+        on_published: Callable[[PublishedConfiguration], None] | None = None,
+    ) -> None:
+        self.publisher = publisher
+        self._executor = executor
+        self.interval_s = interval_s
+        self._on_published = on_published
+        self._dirty = asyncio.Event()
+        self._published = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self.failures = 0
+
+    def start(self) -> None:
+        """Start publishing (the first publication happens at once)."""
+        self._dirty.set()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def changed(self) -> None:
+        """Note a change; a publication follows soon (coalesced with others)."""
+        self._dirty.set()
+
+    async def wait_for_serial(self, serial: int) -> PublishedConfiguration:
+        """Wait until a configuration with at least ``serial`` is published (tests)."""
+        async with self._published:
+            await self._published.wait_for(
+                lambda: (c := self.publisher.current) is not None and c.serial >= serial
+            )
+        current = self.publisher.current
+        assert current is not None
+        return current
+
+    async def stop(self) -> None:
+        """Stop publishing; a publication in progress completes in its thread."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), timeout=self.interval_s)
+            self._dirty.clear()
+            try:
+                published = await loop.run_in_executor(self._executor, self.publisher.publish)
+            except Exception as exc:  # noqa: BLE001  (logged and retried, never fatal)
+                self.failures += 1
+                log_event(
+                    "globalconf_publish_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=min(_RETRY_S, self.interval_s),
+                )
+                await asyncio.sleep(min(_RETRY_S, self.interval_s))
+                self._dirty.set()
+                continue
+            if self._on_published is not None:
+                self._on_published(published)
+            async with self._published:
+                self._published.notify_all()
+
+
+def create_http_app(publish_dir: Path) -> web.Application:
+    """An aiohttp app serving ``publish_dir`` as static files (GET and HEAD).
+
+    Every file is ``application/octet-stream``; ``current`` is ``Cache-Control:
+    no-cache`` (it changes), numbered history files are immutable.
+    """
+    root = publish_dir.resolve()
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        tail = request.match_info["tail"]
+        parts = [p for p in tail.split("/") if p]
+        if not parts or any(p in (".", "..") or p.startswith(".") for p in parts):
+            raise web.HTTPNotFound
+        path = root.joinpath(*parts)
+        if not path.is_file():
+            raise web.HTTPNotFound
+        cache = "no-cache" if parts[-1] == "current" else "public, max-age=31536000, immutable"
+        return web.FileResponse(
+            path,
+            headers={"Content-Type": "application/octet-stream", "Cache-Control": cache},
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/{tail:.*}", serve)
+    return app
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
