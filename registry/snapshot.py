@@ -65,6 +65,7 @@ class ConfigurationSnapshot:
         "_group_closure",
         "_groups",
         "_groups_of",
+        "_member_of",
         "_members",
         "_serving",
         "_subsystems",
@@ -78,9 +79,10 @@ class ConfigurationSnapshot:
         self._configuration = configuration
         self._members: dict[MemberId, Member] = {m.id: m for m in fed.members}
         self._subsystems: dict[SubsystemId, Subsystem] = {s.id: s for s in fed.subsystems}
+        self._member_of = _owners(self._members.values(), self._subsystems)
         subsystems_of: dict[MemberId, list[SubsystemId]] = {}
-        for sub in sorted(fed.subsystems):
-            subsystems_of.setdefault(sub.id.member, []).append(sub.id)
+        for sub_id in sorted(self._subsystems):
+            subsystems_of.setdefault(self._member_of[sub_id].id, []).append(sub_id)
         self._subsystems_of = {k: tuple(v) for k, v in subsystems_of.items()}
         self._gateways: dict[GatewayId, Gateway] = {g.id: g for g in fed.gateways}
         self._by_auth_hash = _index_auth_hashes(fed.gateways)
@@ -94,9 +96,7 @@ class ConfigurationSnapshot:
         self._tsa_by_der = {t.certificates[0]: t for t in fed.timestamping_authorities}
         self._groups: dict[GlobalGroupId, GlobalGroup] = {g.id: g for g in fed.global_groups}
         self._group_closure = _group_closure(self._groups)
-        self._groups_of = _groups_by_subject(
-            self._group_closure, members=self._members, subsystems=self._subsystems
-        )
+        self._groups_of = _groups_by_subject(self._group_closure, member_of=self._member_of)
 
     def __setattr__(self, name: str, value: object) -> None:
         if hasattr(self, name):
@@ -153,9 +153,7 @@ class ConfigurationSnapshot:
 
     def member_of(self, subsystem_id: SubsystemId) -> Member | None:
         """The member owning ``subsystem_id``, or ``None`` when the subsystem is not listed."""
-        if subsystem_id not in self._subsystems:
-            return None
-        return self._members.get(subsystem_id.member)
+        return self._member_of.get(subsystem_id)
 
     def subsystems_of(self, member_id: MemberId) -> tuple[SubsystemId, ...]:
         """The listed subsystems of ``member_id``, sorted."""
@@ -271,6 +269,18 @@ def _load(ca: ApprovedCA, der: bytes) -> x509.Certificate:
         ) from exc
 
 
+def _owners(
+    members: Iterable[Member], subsystems: Iterable[SubsystemId]
+) -> dict[SubsystemId, Member]:
+    """Each listed subsystem's member, matched by parts (``SubsystemId.member`` builds and
+    validates a new id on every call, too slow for thousands)."""
+    by_parts = {(m.id.instance, m.id.member_class, m.id.member_code): m for m in members}
+    return {
+        s: by_parts[(s.instance, s.member_class, s.member_code)]
+        for s in subsystems  # Federation guarantees every subsystem's member is listed
+    }
+
+
 def _group_closure(
     groups: Mapping[GlobalGroupId, GlobalGroup],
 ) -> dict[GlobalGroupId, frozenset[Subject]]:
@@ -298,26 +308,26 @@ def _group_closure(
 def _groups_by_subject(
     closure: Mapping[GlobalGroupId, frozenset[Subject]],
     *,
-    members: Mapping[MemberId, Member],
-    subsystems: Mapping[SubsystemId, Subsystem],
+    member_of: Mapping[SubsystemId, Member],
 ) -> dict[Subject, frozenset[GlobalGroupId]]:
     """The inverted closure: for every listed subject, the groups it is in."""
     direct: dict[Subject, set[GlobalGroupId]] = {}
     for group_id, subjects in closure.items():
         for subject in subjects:
             direct.setdefault(subject, set()).add(group_id)
-    result: dict[Subject, frozenset[GlobalGroupId]] = {}
-    for member_id in members:
-        if member_id in direct:
-            result[member_id] = frozenset(direct[member_id])
-    for group_id in closure:
-        if group_id in direct:
-            result[group_id] = frozenset(direct[group_id])
-    for sub_id in subsystems:
-        own = direct.get(sub_id)
-        via_member = direct.get(sub_id.member)
+    # Members and groups named in a group are listed ones (a Federation invariant); a
+    # subsystem is in its own groups and in those of its member.
+    result: dict[Subject, frozenset[GlobalGroupId]] = {
+        subject: frozenset(groups)
+        for subject, groups in direct.items()
+        if not isinstance(subject, SubsystemId)
+    }
+    empty: set[GlobalGroupId] = set()
+    for sub_id, member in member_of.items():
+        own = direct.get(sub_id, empty)
+        via_member = direct.get(member.id, empty)
         if own or via_member:
-            result[sub_id] = frozenset((own or set()) | (via_member or set()))
+            result[sub_id] = frozenset(own | via_member)
     return result
 
 
