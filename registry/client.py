@@ -44,6 +44,9 @@ Invariants:
 * The refresh loop never dies on an error: failures are logged and retried with a
   jittered exponential back-off capped at the refresh interval.
 
+Verification and decoding run in a worker thread (a large federation takes a few hundred
+milliseconds to decode), so the event loop that serves requests is not blocked.
+
 Assumptions: the anchor was obtained out of band and is authentic; the clock is roughly
 right (expiry is judged by it); only this client writes ``cache_dir``; one client per
 event loop (``refresh`` calls are serialised by a lock, not across processes).
@@ -413,7 +416,9 @@ class GlobalConfigurationClient:
             return self._trusted.snapshot
         async with self._lock:
             try:
-                candidate = self._trusted.check(envelope, now=self._clock(), allow_expired=True)
+                candidate = await asyncio.to_thread(
+                    self._trusted.check, envelope, now=self._clock(), allow_expired=True
+                )
             except ConfigurationError as exc:
                 log_event(
                     "globalconf_cache_ignored",
@@ -454,7 +459,9 @@ class GlobalConfigurationClient:
             self._anchor.download_url, timeout_s=self._timeout_s, max_bytes=MAX_ENVELOPE_BYTES
         )
         async with self._lock:
-            candidate = self._trusted.check(envelope, now=self._clock())
+            # Decoding a large federation takes a few hundred ms: off the event loop. The
+            # lock keeps the held copy fixed until the candidate is committed.
+            candidate = await asyncio.to_thread(self._trusted.check, envelope, now=self._clock())
             if candidate is None:
                 return False
             previous = self._trusted.snapshot
