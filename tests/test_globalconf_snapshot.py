@@ -386,7 +386,7 @@ def test_refuses_unusable_approved_ca(trust: Trust, tmp_path: Path, ca: Approved
     assert info.value.code is ErrorCode.GLOBALCONF_INVALID
 
 
-def test_unused_gateway_id_type_is_distinct(snap: ConfigurationSnapshot) -> None:
-    """Identifiers of other kinds never match: a member id is not a gateway id."""
+def test_lookups_by_parsed_ids(snap: ConfigurationSnapshot) -> None:
+    """Ids parsed from text find the same entries as ids built in code."""
     assert snap.gateway(GatewayId.parse("UZ/GOV/STC/gw:a")) is not None
     assert snap.groups_of(MemberId.parse("UZ/GOV/STC")) == {G_PING, G_PONG}
