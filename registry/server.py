@@ -44,7 +44,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from registry.codec import ca_from_proto, ca_to_proto, tsa_from_proto, tsa_to_proto
-from registry.errors import RegistryError
+from registry.errors import ConfigurationError, RegistryError
 from registry.model import Gateway, GlobalGroup, Member
 from registry.publisher import PublicationLoop, PublishedConfiguration, Publisher, create_http_app
 from registry.store import AuditEntry, Change, RegistryStore
@@ -438,9 +438,13 @@ class RegistryManagementService(pb_grpc.RegistryManagementServicer):
         self, context: Context, roles: frozenset[str], work: Callable[[TokenClaims], _T]
     ) -> _T:
         loop = asyncio.get_running_loop()
+        error: SeraiError
         try:
             claims = self._authenticate(context, roles)
             return await loop.run_in_executor(self._executor, work, claims)
+        except ConfigurationError as exc:
+            # Raised by the domain types built from the request: the request is at fault.
+            error = _request_error(exc)
         except SeraiError as exc:
             error = exc
         except Exception as exc:  # noqa: BLE001  (reported as INTERNAL, never on the wire)
@@ -583,9 +587,14 @@ def _parsed(parse: Callable[[str], _T], text: str, field: str) -> _T:
 def _named(field: str, build: Callable[[], _T]) -> _T:
     try:
         return build()
-    except SeraiError as exc:
-        code = exc.code if exc.code is not ErrorCode.GLOBALCONF_INVALID else None
-        raise RegistryError(f"{field}: {exc.message}", code=code) from exc
+    except ConfigurationError as exc:
+        raise _request_error(exc, field) from exc
+
+
+def _request_error(exc: ConfigurationError, field: str = "") -> RegistryError:
+    """A domain type's refusal of a request value, as the client's error."""
+    code = exc.code if exc.code.value.startswith(("invalid", "already", "failed")) else None
+    return RegistryError(f"{field}: {exc.message}" if field else exc.message, code=code)
 
 
 def _nonempty(value: str, field: str) -> str:
