@@ -174,10 +174,12 @@ class TrustedConfiguration:
             if configuration.serial == held_serial:
                 if configuration_bytes == held.configuration_bytes:
                     return None
+                # Two configurations under one serial: the registry equivocates (or its
+                # state was restored from a backup). Refused, and named for what it is.
                 raise ConfigurationError(
                     f"configuration serial {held_serial} is held with different content; "
                     "a serial names one configuration",
-                    code=ErrorCode.GLOBALCONF_ROLLBACK,
+                    code=ErrorCode.GLOBALCONF_EQUIVOCATION,
                 )
         if not allow_expired and now >= configuration.expires_at:
             raise ConfigurationError(

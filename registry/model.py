@@ -7,8 +7,8 @@ where generated types are touched.
 
 Invariants of a :class:`Federation`:
 
-* ids are unique within their kind (members, subsystems, gateways, groups), and CA and
-  TSA names are unique;
+* ids are unique within their kind (members, subsystems, gateways, groups), CA and TSA
+  names are unique, and no two gateways share an authentication certificate;
 * every subsystem belongs to a listed member, every gateway's member is listed, and a
   gateway serves only listed subsystems of its own member;
 * every member of a global group is a listed subsystem, a listed member, or (for a
@@ -285,6 +285,10 @@ def _check_federation(fed: Federation) -> None:
     members = _unique("member", (m.id for m in fed.members))
     subsystems = _unique("subsystem", (s.id for s in fed.subsystems))
     _unique("gateway", (g.id for g in fed.gateways))
+    _unique(
+        "gateway authentication certificate SHA-256",
+        (g.auth_certificate_sha256.hex() for g in fed.gateways),
+    )
     groups = _unique("global group", (g.id for g in fed.global_groups))
     _unique("CA", (c.name for c in fed.certificate_authorities))
     _unique("TSA", (t.name for t in fed.timestamping_authorities))

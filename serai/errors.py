@@ -88,6 +88,7 @@ class ErrorCode(enum.StrEnum):
     GLOBALCONF_SIGNATURE_INVALID = "globalconf_signature_invalid"
     GLOBALCONF_UNKNOWN_SIGNER = "globalconf_unknown_signer"
     GLOBALCONF_ROLLBACK = "globalconf_rollback"
+    GLOBALCONF_EQUIVOCATION = "globalconf_equivocation"
     GLOBALCONF_WRONG_INSTANCE = "globalconf_wrong_instance"
     GLOBALCONF_UNAVAILABLE = "globalconf_unavailable"
     UNAUTHENTICATED = "unauthenticated"
@@ -133,6 +134,7 @@ _STATUS: Final[dict[ErrorCode, grpc.StatusCode]] = {
     ErrorCode.GLOBALCONF_SIGNATURE_INVALID: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.GLOBALCONF_UNKNOWN_SIGNER: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.GLOBALCONF_ROLLBACK: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.GLOBALCONF_EQUIVOCATION: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.GLOBALCONF_WRONG_INSTANCE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.GLOBALCONF_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,

@@ -327,7 +327,7 @@ BAD: dict[str, tuple[Callable[[Keys], bytes], ErrorCode]] = {
     "rolled back": (lambda k: signed(configuration(1), k.old), ErrorCode.GLOBALCONF_ROLLBACK),
     "same serial, other content": (
         lambda k: signed(configuration(3, name="Other Committee"), k.old),
-        ErrorCode.GLOBALCONF_ROLLBACK,
+        ErrorCode.GLOBALCONF_EQUIVOCATION,
     ),
     "expired": (
         lambda k: signed(configuration(5, generated_at=NOW - 2 * TTL), k.old),

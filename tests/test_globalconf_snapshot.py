@@ -355,10 +355,11 @@ def test_refuses_two_gateways_with_one_auth_certificate(trust: Trust) -> None:
     clash = dataclasses.replace(
         fed.gateways[0], id=STC.gateway("c"), auth_certificate_sha256=_hash(1)
     )
+    # The federation itself refuses it (the snapshot checks again, as defence in depth).
     with pytest.raises(ConfigurationError) as info:
         ConfigurationSnapshot(_configuration(_federation(trust, gateways=(*fed.gateways, clash))))
-    assert info.value.code is ErrorCode.GLOBALCONF_INVALID
-    assert "same authentication certificate" in info.value.message
+    assert info.value.code is ErrorCode.ALREADY_EXISTS
+    assert "authentication certificate" in info.value.message
 
 
 @pytest.mark.parametrize(

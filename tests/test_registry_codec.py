@@ -214,3 +214,19 @@ def test_anchor_needs_a_certificate() -> None:
     bare = pb.TrustAnchor(instance_id="UZ", download_url="http://x/").SerializeToString()
     with pytest.raises(ConfigurationError, match="no configuration signing certificate"):
         decode_anchor(bare)
+
+
+def test_two_gateways_may_not_share_a_certificate() -> None:
+    fed = federation()
+    twin = Gateway.with_certificate(
+        id=GatewayId.parse("UZ/GOV/STC/gw:twin"), address="h:2", auth_certificate=b"cert"
+    )
+    with pytest.raises(ConfigurationError) as info:
+        Federation(
+            instance="UZ",
+            members=fed.members,
+            subsystems=fed.subsystems,
+            gateways=(*fed.gateways, twin),
+        )
+    assert info.value.code is ErrorCode.ALREADY_EXISTS
+    assert "authentication certificate" in info.value.message
