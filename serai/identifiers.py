@@ -50,10 +50,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import re
 import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar, Final, Self, TypeAlias
+from typing import ClassVar, Final, Self, TypeAlias, TypeVar
 
 from serai.errors import InvalidIdentifierError
 
@@ -82,6 +83,15 @@ _GROUP_MARKER: Final = "group:"
 
 _STRICT: Final = frozenset(string.ascii_letters + string.digits + "'()+,-.=?")
 _STRICT_DESCRIPTION: Final = "A-Z a-z 0-9 ' ( ) + , - . = ?"
+_STRICT_PART: Final = re.compile(r"[A-Za-z0-9'()+,\-.=?]{1,255}")
+_P: Final = r"([A-Za-z0-9'()+,\-.=?]{1,255})"
+#: Whole-identifier fast paths: a match is valid by construction (every part in the
+#: strict set, so no marker where it does not belong); anything else takes the slow path
+#: that explains the refusal.
+_MEMBER_RE: Final = re.compile(f"{_P}/{_P}/{_P}")
+_SUBSYSTEM_RE: Final = re.compile(f"{_P}/{_P}/{_P}/{_P}")
+_GATEWAY_RE: Final = re.compile(f"{_P}/{_P}/{_P}/gw:{_P}")
+_T = TypeVar("_T")
 _IDENT_FIRST: Final = frozenset(string.ascii_letters + "_")
 _IDENT_REST: Final = frozenset(string.ascii_letters + string.digits + "_")
 _MARKER_PLACE: Final = {
@@ -119,6 +129,8 @@ class MemberId:
     @classmethod
     def parse(cls, text: str) -> Self:
         """Parse ``INSTANCE/CLASS/MEMBER``; raises :class:`InvalidIdentifierError`."""
+        if type(text) is str and (match := _MEMBER_RE.fullmatch(text)) is not None:
+            return _trusted(cls, instance=match[1], member_class=match[2], member_code=match[3])
         instance, member_class, member_code = _split(text, "member id", cls._FORM, 3)
         with _reporting("member id", text):
             _check_member_parts(instance, member_class, member_code)
@@ -169,6 +181,14 @@ class SubsystemId:
     @classmethod
     def parse(cls, text: str) -> Self:
         """Parse ``INSTANCE/CLASS/MEMBER/SUBSYSTEM``; raises :class:`InvalidIdentifierError`."""
+        if type(text) is str and (match := _SUBSYSTEM_RE.fullmatch(text)) is not None:
+            return _trusted(
+                cls,
+                instance=match[1],
+                member_class=match[2],
+                member_code=match[3],
+                subsystem_code=match[4],
+            )
         instance, member_class, member_code, code = _split(text, "subsystem id", cls._FORM, 4)
         with _reporting("subsystem id", text):
             _check_member_parts(instance, member_class, member_code)
@@ -183,8 +203,12 @@ class SubsystemId:
     @property
     def member(self) -> MemberId:
         """The member this subsystem belongs to."""
-        return MemberId(
-            instance=self.instance, member_class=self.member_class, member_code=self.member_code
+        # The parts were checked when this id was built.
+        return _trusted(
+            MemberId,
+            instance=self.instance,
+            member_class=self.member_class,
+            member_code=self.member_code,
         )
 
     def service(self, method_path: str) -> ServiceId:
@@ -218,6 +242,14 @@ class GatewayId:
     @classmethod
     def parse(cls, text: str) -> Self:
         """Parse ``INSTANCE/CLASS/MEMBER/gw:CODE``; raises :class:`InvalidIdentifierError`."""
+        if type(text) is str and (match := _GATEWAY_RE.fullmatch(text)) is not None:
+            return _trusted(
+                cls,
+                instance=match[1],
+                member_class=match[2],
+                member_code=match[3],
+                gateway_code=match[4],
+            )
         instance, member_class, member_code, last = _split(text, "gateway id", cls._FORM, 4)
         with _reporting("gateway id", text):
             _check_member_parts(instance, member_class, member_code)
@@ -233,8 +265,12 @@ class GatewayId:
     @property
     def member(self) -> MemberId:
         """The member that owns this gateway."""
-        return MemberId(
-            instance=self.instance, member_class=self.member_class, member_code=self.member_code
+        # The parts were checked when this id was built.
+        return _trusted(
+            MemberId,
+            instance=self.instance,
+            member_class=self.member_class,
+            member_code=self.member_code,
         )
 
     def __str__(self) -> str:
@@ -386,6 +422,15 @@ def parse_instance(text: str) -> str:
 # --- helpers ---------------------------------------------------------------------------
 
 
+def _trusted(cls: type[_T], **fields: str) -> _T:
+    """An instance of the frozen dataclass ``cls`` from parts already checked, without
+    running ``__post_init__`` again (parsing is on the gateway's hot path)."""
+    obj = object.__new__(cls)
+    for name, value in fields.items():
+        object.__setattr__(obj, name, value)
+    return obj
+
+
 class _PartError(Exception):
     """What is wrong with one part; :func:`_reporting` adds which identifier it was in."""
 
@@ -470,6 +515,10 @@ def _check_member_parts(instance: object, member_class: object, member_code: obj
 
 def _check_part(slot: str, value: object) -> None:
     """Check one part against the strict set; raises :class:`_PartError` naming ``slot``."""
+    # Fast path for the common, valid case; the checks below explain a refusal. The set
+    # excludes ':', so a part that matches cannot start with a marker.
+    if type(value) is str and _STRICT_PART.fullmatch(value) is not None:
+        return
     if not isinstance(value, str):
         raise _PartError(f"{slot} part must be a str, not {type(value).__name__}")
     if not value:
