@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 import registry.cli
+import registry.config
 from registry.codec import decode_anchor, decode_configuration
 from registry.config import load_config
 from registry.signing import verify_signed_configuration
+from serai.errors import ErrorCode, SeraiError
 
 SERAI = [sys.executable, "-m", "serai.cli"]
 
@@ -279,3 +281,66 @@ def test_serve_refuses_a_bad_config(tmp_path: Path) -> None:
 
 def test_public_surface() -> None:
     assert set(registry.cli.__all__) == {"open_store", "register"}
+
+
+_SIGNING = '[[configuration_signing]]\nkey = "k"\ncertificate = "c"\n'
+_BASE = 'instance = "UZ"\ntoken_public_keys = ["t.pem"]\n'
+BAD_CONFIGS = {
+    "unknown key": (_BASE + "colour = 1\n" + _SIGNING, "'colour'"),
+    "listen not text": (_BASE + "http_listen = 4401\n" + _SIGNING, "'http_listen'"),
+    "listen without port": (_BASE + 'grpc_listen = "localhost"\n' + _SIGNING, "'grpc_listen'"),
+    "not postgres": (_BASE + 'database_url = "mysql://x"\n' + _SIGNING, "'database_url'"),
+    "both databases": (
+        _BASE + 'database = "a.db"\ndatabase_url = "postgresql://x"\n' + _SIGNING,
+        "'database'",
+    ),
+    "no signing": (_BASE, "'configuration_signing'"),
+    "first entry keyless": (
+        _BASE + '[[configuration_signing]]\ncertificate = "c"\n',
+        "'configuration_signing[0].key'",
+    ),
+    "zero validity": (_BASE + "configuration_validity_s = 0\n" + _SIGNING, "positive"),
+    "no token keys": ('instance = "UZ"\n' + _SIGNING, "'token_public_keys'"),
+    "not toml": ("instance = \n", "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_config_refusals_name_file_and_key(case: str, tmp_path: Path) -> None:
+    text, fragment = BAD_CONFIGS[case]
+    path = tmp_path / "registry.toml"
+    path.write_text(text)
+    with pytest.raises(SeraiError) as info:
+        load_config(path)
+    assert info.value.code is ErrorCode.INVALID_CONFIG
+    assert str(path) in info.value.message
+    assert fragment in info.value.message
+
+
+def test_config_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "registry.toml"
+    path.write_text(_BASE + _SIGNING)
+    config = load_config(path)
+    assert config.grpc_listen == ("127.0.0.1", 4400)
+    assert config.http_listen == ("127.0.0.1", 4401)
+    assert config.database == tmp_path.resolve() / "registry.db"
+    assert config.database_url is None
+    assert config.token_audience == "serai-registry:UZ"
+    assert config.configuration_validity_s == 600
+    assert config.regeneration_interval_s == 60
+    assert config.download_url == "http://127.0.0.1:4401/globalconf/v1/current"
+
+
+def test_config_public_surface() -> None:
+    assert set(registry.config.__all__) == {
+        "CONFIG_FILE_NAME",
+        "DEFAULT_GRPC_LISTEN",
+        "DEFAULT_HISTORY_KEEP",
+        "DEFAULT_HTTP_LISTEN",
+        "DEFAULT_REGENERATION_INTERVAL_S",
+        "DEFAULT_VALIDITY_S",
+        "RegistryConfig",
+        "SigningKeyPaths",
+        "load_config",
+        "render_config",
+    }

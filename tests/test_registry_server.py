@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import registry.publisher
 import registry.server
 from certs.ca import CertificateAuthority
 from certs.keys import generate_private_key, load_certificate_chain
@@ -630,3 +631,12 @@ async def test_failed_publication_is_logged_and_retried(
     assert published.serial >= 1
     assert loop.failures == 1
     assert "globalconf_publish_failed" in capsys.readouterr().err
+
+
+def test_publisher_public_surface() -> None:
+    assert set(registry.publisher.__all__) == {
+        "PublicationLoop",
+        "PublishedConfiguration",
+        "Publisher",
+        "create_http_app",
+    }
