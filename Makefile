@@ -6,13 +6,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup proto proto-check lint typecheck check clean bench-pki
+.PHONY: demo test test-slow setup proto proto-check lint typecheck check clean bench-pki
 
 demo: setup
 	$(PY) -m serai.cli demo
 
 test: setup
 	$(PY) -m pytest
+
+# The cases marked slow (full-scale versions of tests whose short versions run in `make test`).
+test-slow: setup
+	$(PY) -m pytest -m slow
 
 setup: $(STAMP)
 

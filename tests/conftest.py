@@ -1,52 +1,20 @@
 """Shared fixtures.
 
-``postgres_dsn`` gives a test a fresh, empty PostgreSQL database on the server named by
-``SERAI_TEST_POSTGRES_DSN`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``),
-and drops it afterwards. Without a reachable server such tests skip with the reason,
-unless ``SERAI_REQUIRE_POSTGRES=1`` (set by ``.ci/run``), where that is a failure.
+``postgres_dsn`` gives a test a fresh, empty PostgreSQL database (see ``tests/pgutil.py``
+for the server it uses and when it skips) and drops it afterwards.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _admin_dsn() -> str:
-    return os.environ.get("SERAI_TEST_POSTGRES_DSN", DEFAULT_ADMIN_DSN)
-
-
-def _postgres_required() -> bool:
-    return os.environ.get("SERAI_REQUIRE_POSTGRES", "") not in ("", "0")
+from tests.pgutil import fresh_database
 
 
 @pytest.fixture
 def postgres_dsn() -> Iterator[str]:
     """A DSN for a brand-new database, dropped when the test ends."""
-    admin = _admin_dsn()
-    try:
-        conn = psycopg.connect(admin, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL not reachable at {admin!r}: {exc}".strip()
-        if _postgres_required():
-            pytest.fail(f"SERAI_REQUIRE_POSTGRES=1 but {reason}")
-        pytest.skip(reason)
-    name = f"serai_test_{secrets.token_hex(6)}"
-    with conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            params = {k: str(v) for k, v in conninfo_to_dict(admin).items() if v is not None}
-            params["dbname"] = name
-            yield make_conninfo("", **params)
-        finally:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with fresh_database() as dsn:
+        yield dsn

@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
-import secrets
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.protobuf.descriptor_pb2 import FileDescriptorProto, FileDescriptorSet
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from certs.ca import CertificateAuthority
 from certs.keys import KeyAlgorithm, generate_private_key, load_certificate_chain
@@ -48,6 +42,7 @@ from registry.sqlstore import SqlRegistryStore
 from registry.store import AuditEntry, Change, RegistryStore
 from serai.errors import ErrorCode
 from serai.identifiers import GatewayId, GlobalGroupId, MemberId, Subject, SubsystemId
+from tests.pgutil import fresh_database
 
 DER = serialization.Encoding.DER
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -729,28 +724,6 @@ REFUSALS = [
 ]
 
 
-@contextlib.contextmanager
-def _module_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for a module-scoped store (``postgres_dsn`` is per test)."""
-    admin = os.environ.get("SERAI_TEST_POSTGRES_DSN", DEFAULT_ADMIN_DSN)
-    try:
-        conn = psycopg.connect(admin, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("SERAI_REQUIRE_POSTGRES", "") not in ("", "0"):
-            pytest.fail(f"SERAI_REQUIRE_POSTGRES=1 but PostgreSQL is not reachable: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {admin!r}: {exc}")
-    name = f"serai_test_{secrets.token_hex(6)}"
-    with conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            params = {k: str(v) for k, v in conninfo_to_dict(admin).items() if v is not None}
-            yield make_conninfo("", **{**params, "dbname": name})
-        finally:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
@@ -764,7 +737,7 @@ def seeded(
             path = tmp_path_factory.mktemp("seeded") / "registry.db"
             store = SqlRegistryStore.open_sqlite(path, instance="UZ")
         else:
-            dsn = stack.enter_context(_module_database())
+            dsn = stack.enter_context(fresh_database())
             store = SqlRegistryStore.open_postgres(dsn, instance="UZ")
         stack.callback(store.close)
         seed(store, pki)
@@ -1120,28 +1093,21 @@ def _large_federation(pki: Pki, members: int, subsystems_each: int) -> Federatio
     )
 
 
-def _check_scale(store: SqlRegistryStore, fed: Federation, budget_s: float) -> float:
+def _check_scale(store: SqlRegistryStore, fed: Federation) -> None:
+    # Correctness at scale only; its speed is measured by tools/bench_globalconf_generate.py.
     entry = store.import_federation(fed, Change(actor="local", action="ImportFederation"))
     assert entry.sequence == 1
     assert entry.target == "UZ"
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        snapshot = store.federation()
-        best = min(best, time.perf_counter() - started)
-    assert snapshot == fed
-    assert best < budget_s, f"federation() took {best:.3f} s"
-    return best
+    assert store.federation() == fed
 
 
 def test_federation_at_small_scale(store: SqlRegistryStore, pki: Pki) -> None:
-    _check_scale(store, _large_federation(pki, 100, 5), budget_s=0.1)
+    _check_scale(store, _large_federation(pki, 100, 5))
 
 
 @pytest.mark.slow
-def test_federation_at_scale(store: SqlRegistryStore, pki: Pki, backend: Backend) -> None:
-    elapsed = _check_scale(store, _large_federation(pki, 1000, 5), budget_s=0.5)
-    print(f"{backend.name}: federation() of 1000/5000/1000 in {elapsed * 1000:.0f} ms")
+def test_federation_at_scale(store: SqlRegistryStore, pki: Pki) -> None:
+    _check_scale(store, _large_federation(pki, 1000, 5))
 
 
 def test_import_refuses_a_non_empty_store(store: SqlRegistryStore, pki: Pki) -> None:
