@@ -40,6 +40,7 @@ from serai.identifiers import parse_instance
 
 __all__ = [
     "CONFIG_FILE_NAME",
+    "CURRENT_PATH",
     "DEFAULT_GRPC_LISTEN",
     "DEFAULT_HISTORY_KEEP",
     "DEFAULT_HTTP_LISTEN",

@@ -334,6 +334,7 @@ def test_config_defaults(tmp_path: Path) -> None:
 def test_config_public_surface() -> None:
     assert set(registry.config.__all__) == {
         "CONFIG_FILE_NAME",
+        "CURRENT_PATH",
         "DEFAULT_GRPC_LISTEN",
         "DEFAULT_HISTORY_KEEP",
         "DEFAULT_HTTP_LISTEN",
