@@ -49,6 +49,8 @@ from registry.codec import TrustAnchor, ca_to_proto, encode_anchor, tsa_to_proto
 from registry.config import (
     CONFIG_FILE_NAME,
     CURRENT_PATH,
+    DEFAULT_GRPC_LISTEN,
+    DEFAULT_HTTP_LISTEN,
     RegistryConfig,
     load_config,
     render_config,
@@ -57,7 +59,13 @@ from registry.model import ApprovedCA, ApprovedTSA
 from registry.publisher import Publisher
 from registry.server import ROLE_ADMIN, ROLE_OBSERVER, RegistryServer
 from registry.store import Change, RegistryStore
-from serai.cliutil import format_address, log_event, read_passphrase, termination_event
+from serai.cliutil import (
+    format_address,
+    log_event,
+    parse_listen,
+    read_passphrase,
+    termination_event,
+)
 from serai.errors import ERROR_METADATA_KEY, ConfigError, ErrorCode, Origin, SeraiError
 from serai.identifiers import parse_instance
 from serai.tokens import DEFAULT_LIFETIME_S, TokenIssuer, TokenVerifier
@@ -96,6 +104,18 @@ def _register_host_commands(sub: Any) -> None:
     init.add_argument("--pki", required=True, type=Path, help="PKI directory (serai pki init)")
     init.add_argument("--ca-passphrase-file", type=Path, help="passphrase of the PKI's keys")
     init.add_argument("--database-url", help="use this PostgreSQL database instead of SQLite")
+    init.add_argument(
+        "--grpc-listen",
+        default=DEFAULT_GRPC_LISTEN,
+        metavar="HOST:PORT",
+        help="management API address (default: %(default)s)",
+    )
+    init.add_argument(
+        "--http-listen",
+        default=DEFAULT_HTTP_LISTEN,
+        metavar="HOST:PORT",
+        help="address publishing the global configuration (default: %(default)s)",
+    )
     init.add_argument("--ca-name", default="dev-ca", help="name of the approved CA")
     init.add_argument("--tsa-name", default="dev-tsa", help="name of the approved TSA")
     init.set_defaults(handler=_cmd_init)
@@ -124,6 +144,8 @@ def _register_host_commands(sub: Any) -> None:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     instance = parse_instance(args.instance)
+    grpc_listen = format_address(*parse_listen(args.grpc_listen))
+    http_listen = format_address(*parse_listen(args.http_listen))
     directory: Path = args.dir
     config_path = directory / CONFIG_FILE_NAME
     if config_path.exists():
@@ -160,6 +182,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
             token_signing_key="keys/token.key",  # noqa: S106  (a path, not a secret)
             token_public_key="keys/token.pub.pem",  # noqa: S106  (a path)
             database_url=args.database_url,
+            grpc_listen=grpc_listen,
+            http_listen=http_listen,
         ),
         encoding="utf-8",
     )

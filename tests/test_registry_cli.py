@@ -93,15 +93,25 @@ class Serving:
 @pytest.fixture
 def registry_dir(tmp_path: Path) -> Path:
     serai("pki", "init", "--dir", tmp_path / "pki", "--instance", "UZ")
+    grpc_listen, http_listen = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
     out = serai(
-        "registry", "init", "--dir", tmp_path / "reg", "--instance", "UZ", "--pki", tmp_path / "pki"
+        "registry",
+        "init",
+        "--dir",
+        tmp_path / "reg",
+        "--instance",
+        "UZ",
+        "--pki",
+        tmp_path / "pki",
+        "--grpc-listen",
+        grpc_listen,
+        "--http-listen",
+        http_listen,
     )
     assert "created registry for instance UZ" in out.stdout
-    config = tmp_path / "reg" / "registry.toml"
-    text = config.read_text()
-    text = text.replace("127.0.0.1:4400", f"127.0.0.1:{_free_port()}")
-    text = text.replace("127.0.0.1:4401", f"127.0.0.1:{_free_port()}")
-    config.write_text(text)
+    text = (tmp_path / "reg" / "registry.toml").read_text()
+    assert f'grpc_listen = "{grpc_listen}"' in text
+    assert f'http_listen = "{http_listen}"' in text
     return tmp_path / "reg"
 
 
@@ -268,6 +278,27 @@ def test_operator_session(registry_dir: Path, serving: Serving, tmp_path: Path) 
     serving.process.send_signal(signal.SIGTERM)
     assert serving.process.wait(timeout=60) == 0
     serving.wait_for("registry_stopped")
+
+
+def test_init_refuses_a_bad_listen_address(tmp_path: Path) -> None:
+    serai("pki", "init", "--dir", tmp_path / "pki", "--instance", "UZ")
+    result = serai(
+        "registry",
+        "init",
+        "--dir",
+        tmp_path / "reg",
+        "--instance",
+        "UZ",
+        "--pki",
+        tmp_path / "pki",
+        "--grpc-listen",
+        "nowhere",
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "expected HOST:PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "reg").exists()
 
 
 def test_serve_refuses_a_bad_config(tmp_path: Path) -> None:
