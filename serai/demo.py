@@ -1,12 +1,15 @@
 """``serai demo``: run the federation's trust services end to end and show each step.
 
-Until the registry and gateways exist, the demo exercises the foundation they stand
-on, with real processes on loopback: it creates a development PKI for instance ``UZ``,
-starts ``serai pki ocsp serve`` and ``serai pki tsa serve``, issues the signing and
-gateway certificates of the three agencies of the reference scenario, validates each
-one with a live OCSP answer, revokes a compromised key and shows it refused, and
-time-stamps a document, checking the token both with Serai and with
-``openssl ts -verify``. It exits non-zero if any step does not turn out as it should.
+Until the gateways exist, the demo runs what they stand on, as real processes on
+loopback: it creates a development PKI for instance ``UZ``, starts ``serai pki ocsp
+serve`` and ``serai pki tsa serve``, issues the signing and gateway certificates of the
+three agencies of the reference scenario, validates each one with a live OCSP answer,
+revokes a compromised key and shows it refused, and time-stamps a document, checking
+the token both with Serai and with ``openssl ts -verify``. Then it sets up and starts
+the registry, registers the three agencies through its command line, exports the trust
+anchor, and shows a gateway downloading, verifying and querying the signed global
+configuration, and refusing a tampered copy. It exits non-zero if any step does not
+turn out as it should.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -28,18 +33,31 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from certs.errors import CertificateError
-from certs.keys import generate_private_key, write_certificate_chain, write_private_key
+from certs.keys import (
+    generate_private_key,
+    load_certificate_chain,
+    write_certificate_chain,
+    write_private_key,
+)
 from certs.ocsp_client import OCSPClient
 from certs.pkidir import PKIDirectory
 from certs.profiles import Profile
 from certs.revocation import fetch_for_chain
 from certs.timestamp import TimestampClient, verify_token
 from certs.validation import TlsRole, TrustStore, validate_path
+from registry.client import GlobalConfigurationClient, InMemoryFetchTransport
+from registry.codec import decode_anchor
+from registry.errors import ConfigurationError
 from serai.errors import ErrorCode, SeraiError
+from serai.identifiers import GlobalGroupId, SubsystemId
 
 __all__ = ["register"]
+
+#: Subsystem code of each agency's information system.
+_SUBSYSTEMS = {"UZ/GOV/STC": "tax", "UZ/GOV/CADASTRE": "registry", "UZ/GOV/MINJUST": "property"}
 
 #: The agencies of the reference scenario (DESIGN, top): member, gateway, description.
 AGENCIES = (
@@ -65,7 +83,7 @@ def register(subparsers: Any) -> None:
     demo.add_argument(
         "--keep-running",
         action="store_true",
-        help="leave the OCSP responder and TSA running until Ctrl-C",
+        help="leave the OCSP responder, TSA and registry running until Ctrl-C",
     )
     demo.set_defaults(handler=_cmd_demo)
 
@@ -125,11 +143,39 @@ def _run(workdir: Path, *, keep_running: bool) -> int:
         report.note(f"OCSP responder pid {ocsp_proc.pid} on 127.0.0.1:{ocsp_port}")
         report.note(f"TSA pid {tsa_proc.pid} on 127.0.0.1:{tsa_port}")
         asyncio.run(_scenario(pki, workdir, report))
-        if keep_running and report.failures == 0:
-            print("\nOCSP responder and TSA keep running; Ctrl-C stops them.")
-            with contextlib.suppress(KeyboardInterrupt):
-                while ocsp_proc.poll() is None and tsa_proc.poll() is None:
-                    time.sleep(0.5)
+        print("\n7. The registry, run as its own process")
+        grpc_port, http_port = _free_port(), _free_port()
+        registry_dir = workdir / "registry"
+        init = _serai(
+            "registry",
+            "init",
+            "--dir",
+            registry_dir,
+            "--instance",
+            "UZ",
+            "--pki",
+            pki.root,
+            "--grpc-listen",
+            f"127.0.0.1:{grpc_port}",
+            "--http-listen",
+            f"127.0.0.1:{http_port}",
+        )
+        if init.returncode != 0:
+            raise SeraiError(f"serai registry init failed: {init.stderr.strip()}")
+        report.note(f"registry in {registry_dir}, the PKI's CA and TSA approved")
+        serve = ["registry", "serve", "--config", str(registry_dir / "registry.toml")]
+        with _process(serve, grpc_port, workdir / "registry.log") as registry_proc:
+            report.note(
+                f"registry pid {registry_proc.pid}: management API on 127.0.0.1:"
+                f"{grpc_port}, configuration on http://127.0.0.1:{http_port}/"
+            )
+            _register_federation(registry_dir, grpc_port, workdir, report)
+            asyncio.run(_gateway_view(registry_dir, workdir, report))
+            if keep_running and report.failures == 0:
+                print("\nOCSP responder, TSA and registry keep running; Ctrl-C stops them.")
+                with contextlib.suppress(KeyboardInterrupt):
+                    while all(p.poll() is None for p in (ocsp_proc, tsa_proc, registry_proc)):
+                        time.sleep(0.5)
     print()
     if report.failures:
         print(f"demo: {report.failures} of {len(report.steps)} checks FAILED")
@@ -227,6 +273,143 @@ async def _scenario(pki: PKIDirectory, workdir: Path, report: _Report) -> None:
     report.check(not ok, f"openssl ts -verify on a changed document: {output}")
 
 
+def _register_federation(
+    registry_dir: Path, grpc_port: int, workdir: Path, report: _Report
+) -> None:
+    config = registry_dir / "registry.toml"
+    tokens = {}
+    for role, subject in (("registry-admin", "demo-operator"), ("observer", "demo-auditor")):
+        out = _serai(
+            "registry",
+            "token",
+            "issue",
+            "--config",
+            config,
+            "--role",
+            role,
+            "--subject",
+            subject,
+            "--out",
+            registry_dir / f"{role}.token",
+        )
+        if out.returncode != 0:
+            raise SeraiError(f"serai registry token issue failed: {out.stderr.strip()}")
+        tokens[role] = (registry_dir / f"{role}.token").read_text().strip()
+    report.note("tokens issued: registry-admin (demo-operator), observer (demo-auditor)")
+    admin_env = {
+        **os.environ,
+        "SERAI_REGISTRY": f"127.0.0.1:{grpc_port}",
+        "SERAI_REGISTRY_TOKEN": tokens["registry-admin"],
+    }
+    steps: list[tuple[str, list[str | Path]]] = []
+    for index, (member, gateway, name) in enumerate(AGENCIES):
+        code = member.split("/")[2].lower()
+        subsystem = f"{member}/{_SUBSYSTEMS[member]}"
+        auth = workdir / "agencies" / code / "auth.pem"
+        steps += [
+            (f"member {member}", ["member", "add", member, "--name", name]),
+            (f"subsystem {subsystem}", ["subsystem", "add", subsystem]),
+            (
+                f"gateway {gateway}",
+                [
+                    "gateway",
+                    "add",
+                    gateway,
+                    "--address",
+                    f"127.0.0.1:{5501 + index}",
+                    "--cert",
+                    auth,
+                    "--subsystem",
+                    subsystem,
+                ],
+            ),
+        ]
+    steps += [
+        (
+            "global group UZ/group:registries",
+            ["group", "add", "UZ/group:registries", "--description", "State registries"],
+        ),
+        (
+            "UZ/GOV/CADASTRE in UZ/group:registries",
+            ["group", "add-member", "UZ/group:registries", "UZ/GOV/CADASTRE"],
+        ),
+    ]
+    for what, argv in steps:
+        out = _serai("registry", *argv, env=admin_env)
+        report.check(
+            out.returncode == 0,
+            f"registered {what}" + ("" if out.returncode == 0 else f": {out.stderr.strip()}"),
+        )
+    observer_env = {**admin_env, "SERAI_REGISTRY_TOKEN": tokens["observer"]}
+    denied = _serai(
+        "registry", "member", "add", "UZ/GOV/ROGUE", "--name", "Rogue", env=observer_env
+    )
+    report.check(
+        denied.returncode == 2 and "permission_denied" in denied.stderr,
+        "an observer's attempt to add a member: " + (denied.stderr.strip() or "accepted!"),
+    )
+    audit = _serai("registry", "audit", "--json", env=observer_env)
+    entries = [line for line in audit.stdout.splitlines() if line.strip()]
+    report.check(
+        audit.returncode == 0 and len(entries) >= len(steps),
+        f"audit log: {len(entries)} entries, each with who, what and when",
+    )
+    anchor = _serai("registry", "anchor", "--config", config, "--out", workdir / "anchor")
+    report.check(anchor.returncode == 0, f"trust anchor exported to {workdir / 'anchor'}")
+
+
+async def _gateway_view(registry_dir: Path, workdir: Path, report: _Report) -> None:
+    print("\n8. A gateway downloads the signed global configuration and trusts it")
+    anchor = decode_anchor((workdir / "anchor").read_bytes())
+    cadastre = SubsystemId.parse("UZ/GOV/CADASTRE/registry")
+    wanted = len(AGENCIES)
+    async with GlobalConfigurationClient(anchor=anchor, cache_dir=workdir / "gw-cache") as client:
+        snapshot = None
+        for _ in range(100):  # the registry republishes right after the last change
+            await client.refresh()
+            snapshot = client.current()
+            if len(snapshot.configuration.federation.gateways) == wanted:
+                break
+            await asyncio.sleep(0.1)
+        assert snapshot is not None
+        report.check(
+            len(snapshot.configuration.federation.gateways) == wanted,
+            f"configuration serial {snapshot.serial} verified against the anchor "
+            f"(expires {snapshot.expires_at:%H:%M:%S} UTC)",
+        )
+        serving = [str(g.id) for g in snapshot.gateways_serving(cadastre)]
+        report.check(
+            serving == ["UZ/GOV/CADASTRE/gw:main"],
+            f"who serves {cadastre}? {', '.join(serving) or 'nobody'}",
+        )
+        auth = load_certificate_chain(workdir / "agencies" / "minjust" / "auth.pem")[0]
+        sha = hashlib.sha256(auth.public_bytes(serialization.Encoding.DER)).digest()
+        peer = snapshot.gateway_by_auth_hash(sha)
+        report.check(
+            peer is not None and str(peer.id) == "UZ/GOV/MINJUST/gw:main",
+            f"whose TLS certificate is {sha.hex()[:16]}...? {peer.id if peer else 'nobody'}",
+        )
+        in_group = snapshot.is_member_of_group(cadastre, GlobalGroupId.parse("UZ/group:registries"))
+        report.check(in_group, f"{cadastre} is in UZ/group:registries (through its member)")
+        envelope = bytearray(client.current_envelope())
+        envelope[len(envelope) // 2] ^= 0x01
+        transport = InMemoryFetchTransport(bytes(envelope))
+    async with GlobalConfigurationClient(
+        anchor=anchor, cache_dir=workdir / "gw-cache", transport=transport
+    ) as tampered_client:
+        held = await tampered_client.load_cache()
+        try:
+            await tampered_client.refresh()
+        except ConfigurationError as exc:
+            kept = tampered_client.current().serial
+            report.check(
+                held is not None and kept == held.serial,
+                f"a tampered copy is refused ({exc.code.value}); serial {kept} stays in force",
+            )
+        else:
+            report.check(False, "a tampered configuration was accepted")
+
+
 def _openssl_ts_verify(data: Path, token: Path, pki: PKIDirectory) -> tuple[bool, str]:
     result = subprocess.run(  # noqa: S603  (fixed argument list)
         [  # noqa: S607  (openssl from PATH is the independent verifier)
@@ -255,20 +438,17 @@ def _openssl_ts_verify(data: Path, token: Path, pki: PKIDirectory) -> tuple[bool
 def _service(
     kind: str, pki: PKIDirectory, port: int, log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
+    argv = ["pki", kind, "serve", "--dir", str(pki.root), "--listen", f"127.0.0.1:{port}"]
+    with _process(argv, port, log) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def _process(argv: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``serai ARGV`` as a child process, once it accepts connections on ``port``."""
     with log.open("wb") as log_file:
         proc = subprocess.Popen(  # noqa: S603  (our own console entry point)
-            [
-                sys.executable,
-                "-m",
-                "serai.cli",
-                "pki",
-                kind,
-                "serve",
-                "--dir",
-                str(pki.root),
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
+            [sys.executable, "-m", "serai.cli", *argv],
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
@@ -282,6 +462,20 @@ def _service(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _serai(
+    *argv: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``serai ARGV`` to completion, as an operator would type it."""
+    return subprocess.run(  # noqa: S603  (our own console entry point)
+        [sys.executable, "-m", "serai.cli", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=env,
+    )
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:

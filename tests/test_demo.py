@@ -22,7 +22,12 @@ def test_demo_passes_every_check(tmp_path: Path) -> None:
     assert "refused with certificate_revoked" in out
     assert "openssl ts -verify: Verification: OK" in out
     assert "openssl ts -verify on a changed document: Verification: FAILED" in out
+    assert "an observer's attempt to add a member: serai: error: permission_denied" in out
+    assert "who serves UZ/GOV/CADASTRE/registry? UZ/GOV/CADASTRE/gw:main" in out
+    assert "a tampered copy is refused (globalconf_signature_invalid)" in out
     assert out.rstrip().endswith("checks passed")
+    assert (workdir / "anchor").is_file()
+    assert (workdir / "registry" / "registry.toml").is_file()
     for name in ("stc", "cadastre", "minjust"):
         for profile in ("sign", "auth"):
             assert (workdir / "agencies" / name / f"{profile}.pem").is_file()
