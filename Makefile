@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow setup proto proto-check lint typecheck check clean bench-pki
+.PHONY: demo test test-slow setup proto proto-check lint typecheck check clean bench-pki bench-registry
 
 demo: setup
 	$(PY) -m serai.cli demo
@@ -48,6 +48,11 @@ check: lint typecheck test
 bench-pki: setup
 	$(PY) tools/bench_ocsp.py --concurrency 32 --duration 10
 	$(PY) tools/bench_tsa.py --concurrency 32 --duration 10
+
+# Global configuration: generating and signing one for 1,000 members, and a gateway's lookups.
+bench-registry: setup
+	$(PY) tools/bench_globalconf_generate.py
+	$(PY) tools/bench_globalconf_lookups.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
