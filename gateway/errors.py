@@ -1,0 +1,52 @@
+"""Errors of the gateway package. All derive from :class:`GatewayError`, itself a
+:class:`serai.errors.SeraiError` (see that module for the whole tree and the one map from
+codes to gRPC statuses).
+
+Subtree (later gateway modules add their own subclasses here)::
+
+    GatewayError               root of everything the gateway raises on purpose
+    ├── HeaderError            a request or response header is malformed
+    │                          (invalid_request, invalid_identifier)
+    ├── SigningError           this gateway cannot sign: key and certificate do not
+    │                          match, unsupported key, no OCSP response at hand
+    │                          (invalid_config, ocsp_unavailable; origin gateway)
+    └── VerificationError      a peer's signed header is refused (signature_invalid,
+                               certificate_*, ocsp_*, clock_skew)
+
+The origin says whose fault a refusal is: a header or signature refused by the provider
+gateway is the client's, one refused by the consumer gateway the provider's.
+"""
+
+from __future__ import annotations
+
+from serai.errors import ErrorCode, Origin, SeraiError
+
+__all__ = ["GatewayError", "HeaderError", "SigningError", "VerificationError"]
+
+
+class GatewayError(SeraiError):
+    """Root of the gateway package's errors."""
+
+    default_code = ErrorCode.INTERNAL
+    default_origin = Origin.GATEWAY
+
+
+class HeaderError(GatewayError):
+    """A request or response header cannot be built or decoded; the message names the field."""
+
+    default_code = ErrorCode.INVALID_REQUEST
+    default_origin = Origin.CLIENT
+
+
+class SigningError(GatewayError):
+    """This gateway cannot sign a header (its own configuration or state is at fault)."""
+
+    default_code = ErrorCode.INVALID_CONFIG
+    default_origin = Origin.GATEWAY
+
+
+class VerificationError(GatewayError):
+    """A signed header from a peer is refused; the code says which rule it broke."""
+
+    default_code = ErrorCode.SIGNATURE_INVALID
+    default_origin = Origin.CLIENT
