@@ -1,0 +1,280 @@
+"""gateway.replay: the skew rule, the uniqueness rule, the no-replay invariant, expiry with
+an injected clock, the memory bound, and a Hypothesis model of random traffic."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import replay as replay_module
+from gateway.errors import GatewayError
+from gateway.replay import (
+    ClockSkewError,
+    ReplayCapacityError,
+    ReplayDetectedError,
+    ReplayGuard,
+)
+from serai.errors import ConfigError, ErrorCode, Origin
+from serai.identifiers import SubsystemId
+
+T0 = dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.UTC)
+TAX = SubsystemId.parse("UZ/GOV/STC/tax")
+PROPERTY = SubsystemId.parse("UZ/GOV/MINJUST/property")
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: dt.datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+def _s(seconds: float) -> dt.timedelta:
+    return dt.timedelta(seconds=seconds)
+
+
+def test_public_surface() -> None:
+    assert set(replay_module.__all__) == {
+        "DEFAULT_MAX_ENTRIES",
+        "DEFAULT_MAX_SKEW_S",
+        "DEFAULT_WINDOW_S",
+        "MAX_MESSAGE_ID_CHARS",
+        "ClockSkewError",
+        "ReplayCapacityError",
+        "ReplayDetectedError",
+        "ReplayGuard",
+    }
+
+
+def test_defaults_are_ten_minutes_and_sixty_seconds() -> None:
+    assert replay_module.DEFAULT_WINDOW_S == 600
+    assert replay_module.DEFAULT_MAX_SKEW_S == 60
+
+
+@pytest.mark.parametrize(
+    ("offset_s", "accepted"),
+    [
+        pytest.param(0, True, id="now"),
+        pytest.param(60, True, id="ahead-at-bound"),
+        pytest.param(-60, True, id="behind-at-bound"),
+        pytest.param(60.001, False, id="ahead-past-bound"),
+        pytest.param(-60.001, False, id="behind-past-bound"),
+        pytest.param(-86400, False, id="a-day-old"),
+    ],
+)
+def test_skew_rule(offset_s: float, accepted: bool) -> None:
+    guard = ReplayGuard(clock=Clock())
+    created = T0 + _s(offset_s)
+    if accepted:
+        guard.check_and_remember(TAX, "m", created)
+        assert len(guard) == 1
+        return
+    with pytest.raises(ClockSkewError) as info:
+        guard.check_and_remember(TAX, "m", created)
+    err = info.value
+    assert isinstance(err, GatewayError)
+    assert (err.code, err.origin) == (ErrorCode.CLOCK_SKEW, Origin.CLIENT)
+    assert str(TAX) in err.message
+    assert len(guard) == 0  # nothing remembered for a refused message
+
+
+def test_skew_is_configurable() -> None:
+    guard = ReplayGuard(max_skew_s=5, window_s=30, clock=Clock())
+    guard.check_and_remember(TAX, "a", T0 + _s(5))
+    with pytest.raises(ClockSkewError):
+        guard.check_and_remember(TAX, "b", T0 + _s(6))
+
+
+def test_replay_rule_is_per_client() -> None:
+    guard = ReplayGuard(clock=Clock())
+    guard.check_and_remember(TAX, "m-1", T0)
+    guard.check_and_remember(PROPERTY, "m-1", T0)  # another client may use the same id
+    guard.check_and_remember(TAX, "m-2", T0)
+    with pytest.raises(ReplayDetectedError) as info:
+        guard.check_and_remember(TAX, "m-1", T0)
+    err = info.value
+    assert (err.code, err.origin) == (ErrorCode.REPLAY_DETECTED, Origin.CLIENT)
+    assert "m-1" in err.message
+    assert str(TAX) in err.message
+    # A fresh created time does not launder a used id.
+    with pytest.raises(ReplayDetectedError):
+        guard.check_and_remember(TAX, "m-1", T0 + _s(30))
+
+
+def test_window_expiry_with_injected_clock() -> None:
+    clock = Clock()
+    guard = ReplayGuard(window_s=600, max_skew_s=60, clock=clock)
+    guard.check_and_remember(TAX, "m", T0)
+    # Remembered for window + skew after it was accepted, the last instant included.
+    clock.advance(660)
+    with pytest.raises(ReplayDetectedError):
+        guard.check_and_remember(TAX, "m", clock.now)
+    clock.advance(0.001)
+    guard.check_and_remember(TAX, "m", clock.now)  # forgotten; new created time accepted
+    assert len(guard) == 1
+
+
+def test_expired_ids_are_dropped() -> None:
+    clock = Clock()
+    guard = ReplayGuard(window_s=10, max_skew_s=1, clock=clock)
+    for i in range(100):
+        guard.check_and_remember(TAX, f"m-{i}", clock.now)
+    assert len(guard) == 100
+    clock.advance(12)
+    guard.check_and_remember(TAX, "later", clock.now)
+    assert len(guard) == 1
+
+
+@pytest.mark.parametrize("skew_s", [1, 30, 60])
+@pytest.mark.parametrize("created_offset_s", [-1.0, 0.0, 1.0], ids=["behind", "on", "ahead"])
+def test_invariant_replay_never_passes(skew_s: float, created_offset_s: float) -> None:
+    """A replay of an accepted header (same id, same created time) is refused at every
+    later instant: replay_detected while remembered, clock_skew afterwards."""
+    clock = Clock()
+    guard = ReplayGuard(window_s=skew_s, max_skew_s=skew_s, clock=clock)  # tightest config
+    created = T0 + _s(created_offset_s * skew_s)
+    guard.check_and_remember(TAX, "m", created)
+    step = skew_s / 50
+    for _ in range(200):  # to four windows later, in small steps
+        clock.advance(step)
+        with pytest.raises((ReplayDetectedError, ClockSkewError)):
+            guard.check_and_remember(TAX, "m", created)
+
+
+@pytest.mark.parametrize(
+    ("window_s", "max_skew_s", "max_entries"),
+    [
+        pytest.param(30, 60, 10, id="window-shorter-than-skew"),
+        pytest.param(600, 0, 10, id="zero-skew"),
+        pytest.param(600, -1, 10, id="negative-skew"),
+        pytest.param(600, 60, 0, id="no-entries"),
+    ],
+)
+def test_refuses_unsafe_configuration(window_s: float, max_skew_s: float, max_entries: int) -> None:
+    with pytest.raises(ConfigError):
+        ReplayGuard(window_s=window_s, max_skew_s=max_skew_s, max_entries=max_entries)
+
+
+def test_bound_refuses_new_ids_rather_than_forgetting() -> None:
+    clock = Clock()
+    guard = ReplayGuard(window_s=10, max_skew_s=1, max_entries=3, clock=clock)
+    for i in range(3):
+        guard.check_and_remember(TAX, f"m-{i}", clock.now)
+    with pytest.raises(ReplayCapacityError) as info:
+        guard.check_and_remember(PROPERTY, "x", clock.now)
+    err = info.value
+    assert isinstance(err, GatewayError)
+    assert err.origin is Origin.GATEWAY
+    assert "3 message ids" in err.message
+    # The remembered ids are still refused as replays, not forgotten to make room.
+    for i in range(3):
+        with pytest.raises(ReplayDetectedError):
+            guard.check_and_remember(TAX, f"m-{i}", clock.now)
+    assert len(guard) == 3
+    # Once they expire, there is room again.
+    clock.advance(12)
+    guard.check_and_remember(PROPERTY, "x", clock.now)
+    assert len(guard) == 1
+
+
+@pytest.mark.parametrize(
+    ("message_id", "created_at"),
+    [
+        pytest.param("", T0, id="empty-id"),
+        pytest.param("x" * 256, T0, id="long-id"),
+        pytest.param(7, T0, id="not-str"),
+        pytest.param("m", T0.replace(tzinfo=None), id="naive-created"),
+    ],
+)
+def test_refuses_bad_input(message_id: object, created_at: dt.datetime) -> None:
+    guard = ReplayGuard(clock=Clock())
+    with pytest.raises(GatewayError) as info:
+        guard.check_and_remember(TAX, message_id, created_at)  # type: ignore[arg-type]
+    assert (info.value.code, info.value.origin) == (ErrorCode.INVALID_REQUEST, Origin.CLIENT)
+    assert len(guard) == 0
+
+
+def test_refuses_naive_clock() -> None:
+    guard = ReplayGuard(clock=lambda: T0.replace(tzinfo=None))
+    with pytest.raises(GatewayError) as info:
+        guard.check_and_remember(TAX, "m", T0)
+    assert info.value.code is ErrorCode.INTERNAL
+
+
+def test_clock_stepping_back_keeps_entries_longer_never_shorter() -> None:
+    clock = Clock()
+    guard = ReplayGuard(window_s=10, max_skew_s=5, clock=clock)
+    guard.check_and_remember(TAX, "early", clock.now)
+    clock.advance(-8)
+    guard.check_and_remember(TAX, "stepped-back", clock.now)  # expires before "early"
+    clock.advance(8 + 16)  # both expired now
+    guard.check_and_remember(TAX, "stepped-back", clock.now)
+    guard.check_and_remember(TAX, "early", clock.now)
+    with pytest.raises(ReplayDetectedError):
+        guard.check_and_remember(TAX, "stepped-back", clock.now)
+    clock.advance(16)
+    guard.check_and_remember(TAX, "probe", clock.now)
+    assert len(guard) == 1
+
+
+_CLIENTS = [TAX, PROPERTY]
+_WINDOW_S = 20.0
+_SKEW_S = 5.0
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_CLIENTS),
+            st.sampled_from(["a", "b", "c"]),
+            st.floats(0, 8),  # how far the clock moves first
+            st.floats(-7, 7),  # created time relative to the clock
+        ),
+        max_size=60,
+    ),
+    st.integers(2, 6),
+)
+def test_model_never_accepts_a_duplicate_within_the_window(
+    events: list[tuple[SubsystemId, str, float, float]], max_entries: int
+) -> None:
+    """Random traffic against a model: the guard accepts exactly what the rules allow
+    (skew, uniqueness for window + skew, the bound), and in particular never accepts an
+    id within the window of its last acceptance, nor the same header twice."""
+    clock = Clock()
+    guard = ReplayGuard(
+        window_s=_WINDOW_S, max_skew_s=_SKEW_S, max_entries=max_entries, clock=clock
+    )
+    keep = _s(_WINDOW_S + _SKEW_S)
+    accepted_at: dict[tuple[SubsystemId, str], dt.datetime] = {}
+    headers_accepted: set[tuple[SubsystemId, str, dt.datetime]] = set()
+    for client, message_id, advance_s, created_offset_s in events:
+        clock.advance(advance_s)
+        now = clock.now
+        created = now + _s(created_offset_s)
+        live = {k: t for k, t in accepted_at.items() if now <= t + keep}
+        key = (client, message_id)
+        try:
+            guard.check_and_remember(client, message_id, created)
+        except ClockSkewError:
+            assert abs(created - now) > _s(_SKEW_S)
+        except ReplayDetectedError:
+            assert key in live
+        except ReplayCapacityError:
+            assert key not in live
+            assert len(live) >= max_entries
+        else:
+            assert abs(created - now) <= _s(_SKEW_S)
+            assert key not in live, "accepted a duplicate within the window"
+            assert (client, message_id, created) not in headers_accepted
+            accepted_at[key] = now
+            headers_accepted.add((client, message_id, created))
