@@ -10,8 +10,17 @@ Subtree (later gateway modules add their own subclasses here)::
     ├── SigningError           this gateway cannot sign: key and certificate do not
     │                          match, unsupported key, no OCSP response at hand
     │                          (invalid_config, ocsp_unavailable; origin gateway)
-    └── VerificationError      a peer's signed header is refused (signature_invalid,
-                               certificate_*, ocsp_*, clock_skew)
+    ├── VerificationError      a peer's signed header is refused (signature_invalid,
+    │                          certificate_*, ocsp_*, clock_skew)
+    ├── acl.AccessDeniedError  no access right lets this client call this method
+    │                          (access_denied)
+    ├── aclstore.AclStoreError an access-rights change is refused (already_exists,
+    │                          not_found, internal)
+    ├── replay.ClockSkewError  created time outside the allowed skew (clock_skew)
+    ├── replay.ReplayDetectedError   message id seen within the window (replay_detected)
+    ├── replay.ReplayCapacityError   the replay guard is full (gateway_overloaded)
+    ├── commit.LogUnavailableError   the message log cannot commit (log_unavailable)
+    └── commit.LogRecordFormatError  a log record's canonical bytes do not decode
 
 The origin says whose fault a refusal is: a header or signature refused by the provider
 gateway is the client's, one refused by the consumer gateway the provider's.

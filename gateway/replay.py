@@ -87,13 +87,10 @@ class ReplayDetectedError(GatewayError):
 
 
 class ReplayCapacityError(GatewayError):
-    """The guard remembers ``max_entries`` ids and refuses more until some expire.
+    """The guard remembers ``max_entries`` ids and refuses more until some expire
+    (``gateway_overloaded``, sent as RESOURCE_EXHAUSTED: the caller may retry later)."""
 
-    Code ``internal`` for now: serai.errors has no overload code yet (an
-    ``overloaded`` code mapped to RESOURCE_EXHAUSTED would fit better).
-    """
-
-    default_code = ErrorCode.INTERNAL
+    default_code = ErrorCode.GATEWAY_OVERLOADED
     default_origin = Origin.GATEWAY
 
 

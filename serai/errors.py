@@ -96,6 +96,7 @@ class ErrorCode(enum.StrEnum):
     TIMESTAMPING_OVERDUE = "timestamping_overdue"
     TSA_UNAVAILABLE = "tsa_unavailable"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
+    GATEWAY_OVERLOADED = "gateway_overloaded"
     LOG_UNAVAILABLE = "log_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     INTERNAL = "internal"
@@ -142,6 +143,7 @@ _STATUS: Final[dict[ErrorCode, grpc.StatusCode]] = {
     ErrorCode.TIMESTAMPING_OVERDUE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.TSA_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.PROVIDER_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.GATEWAY_OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.LOG_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,

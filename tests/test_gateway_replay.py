@@ -207,7 +207,7 @@ def test_refuses_naive_clock() -> None:
     guard = ReplayGuard(clock=lambda: T0.replace(tzinfo=None))
     with pytest.raises(GatewayError) as info:
         guard.check_and_remember(TAX, "m", T0)
-    assert info.value.code is ErrorCode.INTERNAL
+    assert info.value.code is ErrorCode.GATEWAY_OVERLOADED
 
 
 def test_clock_stepping_back_keeps_entries_longer_never_shorter() -> None:
