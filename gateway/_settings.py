@@ -1,0 +1,138 @@
+"""Settings and collaborators shared by the consumer and provider sides of a gateway.
+
+Everything here is already loaded and validated (files are read at the command-line
+edge, not here); :class:`GatewaySettings` carries units in its names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from gateway.acl import AccessPolicy
+from gateway.commit import ExchangeLog
+from gateway.replay import ReplayGuard
+from gateway.signing import DEFAULT_MAX_OCSP_AGE_S, HeaderSigner
+from registry.snapshot import ConfigurationSnapshot
+from serai.errors import ConfigError
+from serai.identifiers import GatewayId, SubsystemId
+
+__all__ = [
+    "DEFAULT_DEADLINE_S",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "ClientSettings",
+    "ConfigurationSource",
+    "ExchangeParts",
+    "GatewaySettings",
+    "PolicySource",
+    "ProviderSettings",
+]
+
+#: Largest request or response body, bytes (DESIGN: 4 MiB).
+DEFAULT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+#: Deadline of an exchange whose IS set none, seconds.
+DEFAULT_DEADLINE_S: Final = 30.0
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigurationSource(Protocol):
+    """The global configuration in force (e.g. ``registry.client.GlobalConfigurationClient``)."""
+
+    def current(self) -> ConfigurationSnapshot:
+        """The snapshot in force; raises ``globalconf_expired`` etc. when there is none."""
+        ...
+
+
+class PolicySource(Protocol):
+    """The access rights in force (e.g. a store that reloads on change)."""
+
+    def policy(self) -> AccessPolicy:
+        """The policy in force."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientSettings:
+    """A client subsystem whose IS may call this gateway's IS port, and from where.
+
+    ``allowed_addresses`` are IP addresses or networks (``127.0.0.1``, ``10.0.0.0/8``).
+    """
+
+    subsystem: SubsystemId
+    allowed_addresses: tuple[str, ...]
+    networks: tuple[Network, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            nets = tuple(ipaddress.ip_network(a, strict=False) for a in self.allowed_addresses)
+        except ValueError as exc:
+            raise ConfigError(f"client {self.subsystem}: allowed address: {exc}") from exc
+        object.__setattr__(self, "networks", nets)
+
+    def allows(self, address: str) -> bool:
+        """Whether an IS at IP ``address`` may speak for this subsystem."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderSettings:
+    """A provider subsystem this gateway serves, and its IS (``host:port``, plaintext)."""
+
+    subsystem: SubsystemId
+    address: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewaySettings:
+    """The transport settings of one gateway."""
+
+    is_listen: str = "127.0.0.1:0"
+    peer_listen: str = "127.0.0.1:0"
+    clients: tuple[ClientSettings, ...] = ()
+    providers: tuple[ProviderSettings, ...] = ()
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_skew_s: float = 60.0
+    max_ocsp_age_s: float = DEFAULT_MAX_OCSP_AGE_S
+    default_deadline_s: float = DEFAULT_DEADLINE_S
+    peer_connect_timeout_s: float = 5.0
+    stop_grace_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_message_bytes < 1:
+            raise ConfigError("max_message_bytes must be positive")
+        if self.max_skew_s <= 0 or self.default_deadline_s <= 0:
+            raise ConfigError("max_skew_s and default_deadline_s must be positive")
+
+    def client(self, subsystem: SubsystemId) -> ClientSettings | None:
+        """The settings of client ``subsystem``, if this gateway serves it."""
+        return next((c for c in self.clients if c.subsystem == subsystem), None)
+
+    def provider(self, subsystem: SubsystemId) -> ProviderSettings | None:
+        """The settings of provider ``subsystem``, if this gateway serves it."""
+        return next((p for p in self.providers if p.subsystem == subsystem), None)
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExchangeParts:
+    """What both sides of the exchange use; built once by the runtime."""
+
+    gateway_id: GatewayId
+    settings: GatewaySettings
+    configuration: ConfigurationSource
+    policies: PolicySource
+    log: ExchangeLog
+    replay: ReplayGuard
+    signer: HeaderSigner
+    clock: Callable[[], dt.datetime] = _utc_now

@@ -1,0 +1,268 @@
+"""One gateway's transport: the IS port and the peer port on one event loop (DESIGN §4).
+
+:class:`GatewayRuntime` is built from already-loaded parts (the command-line edge reads
+files and TOML; nothing here does) and serves:
+
+- the **IS port**, plaintext, where any unary method is forwarded as raw bytes by its
+  path (:class:`gateway.consumer.ConsumerSide`), IS authentication by address
+  allow-list per client subsystem;
+- the **peer port**, TLS with client certificates required and verified against the
+  approved roots of the configuration in force at :meth:`GatewayRuntime.start`,
+  serving ``serai.transport.v1.Transport/Exchange``
+  (:class:`gateway.provider.ProviderSide`; ``ExchangeStream`` is UNIMPLEMENTED);
+- ``grpc.health.v1.Health`` on both.
+
+Known limits: the peer port's roots are fixed at start (a registry change of approved
+CAs needs a restart; ``grpc.dynamic_ssl_server_credentials`` would lift it); TLS 1.3
+cannot be enforced from grpcio (see :mod:`gateway.tlsconf`); the IS port has no mTLS
+option yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import grpc
+from cryptography import x509
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer as AioHealthServicer  # health.aio, typed
+
+from certs.ocsp_client import OCSPClient
+from gateway._messages import TRANSPORT_SERVICE
+from gateway._settings import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ClientSettings,
+    ConfigurationSource,
+    ExchangeParts,
+    GatewaySettings,
+    PolicySource,
+    ProviderSettings,
+)
+from gateway.commit import ExchangeLog
+from gateway.consumer import ConsumerSide
+from gateway.peers import ChannelPool, PeerPool
+from gateway.provider import ProviderSide
+from gateway.replay import ReplayGuard
+from gateway.signing import HeaderSigner
+from gateway.tlsconf import certificates_pem, server_credentials
+from serai.identifiers import GatewayId
+
+__all__ = [
+    "DEFAULT_DEADLINE_S",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "ClientSettings",
+    "ConfigurationSource",
+    "GatewayRuntime",
+    "GatewaySettings",
+    "PolicySource",
+    "ProviderSettings",
+    "StapledOCSP",
+]
+
+_LOG = logging.getLogger("serai.gateway")
+_HEALTH_PREFIX: Final = "/grpc.health.v1.Health/"
+#: Room around a body for the signed header, chain and OCSP response on the peer port.
+_ENVELOPE_BYTES: Final = 1024 * 1024
+
+
+class StapledOCSP:
+    """A fresh OCSP response for our signing certificate, for :class:`HeaderSigner`.
+
+    Calling it returns the last validated response (never blocks); :meth:`refresh`
+    asks :class:`~certs.ocsp_client.OCSPClient` (which caches and renews before expiry)
+    and the runtime calls it at start and every ``refresh_interval_s``.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: OCSPClient,
+        certificate: x509.Certificate,
+        issuer: x509.Certificate,
+        url: str | None = None,
+        refresh_interval_s: float = 60.0,
+    ) -> None:
+        self._client = client
+        self._certificate = certificate
+        self._issuer = issuer
+        self._url = url
+        self.refresh_interval_s = refresh_interval_s
+        self._der = b""
+
+    def __call__(self) -> bytes:
+        return self._der
+
+    async def refresh(self) -> None:
+        """Fetch (or take from the client's cache) a fresh, good response."""
+        result = await self._client.status(self._certificate, self._issuer, url=self._url)
+        result.require_good()
+        self._der = result.der
+
+
+class GatewayRuntime:
+    """The IS port and the peer port of one gateway (module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        gateway_id: GatewayId,
+        auth_key_pem: bytes,
+        auth_chain_pem: bytes,
+        signer: HeaderSigner,
+        configuration: ConfigurationSource,
+        policies: PolicySource,
+        log: ExchangeLog,
+        replay: ReplayGuard,
+        settings: GatewaySettings,
+        ocsp: StapledOCSP | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self._auth_key_pem = auth_key_pem
+        self._auth_chain_pem = auth_chain_pem
+        self._settings = settings
+        self._ocsp = ocsp
+        parts = ExchangeParts(
+            gateway_id=gateway_id,
+            settings=settings,
+            configuration=configuration,
+            policies=policies,
+            log=log,
+            replay=replay,
+            signer=signer,
+            **({"clock": clock} if clock is not None else {}),
+        )
+        self._parts = parts
+        self._is_server: grpc.aio.Server | None = None
+        self._peer_server: grpc.aio.Server | None = None
+        self._peers: PeerPool | None = None
+        self._providers = ChannelPool(max_message_bytes=settings.max_message_bytes)
+        self._ocsp_task: asyncio.Task[None] | None = None
+        self._is_port = 0
+        self._peer_port = 0
+
+    @property
+    def gateway_id(self) -> GatewayId:
+        return self._parts.gateway_id
+
+    @property
+    def is_port(self) -> int:
+        """The bound IS port (after :meth:`start`)."""
+        return self._is_port
+
+    @property
+    def peer_port(self) -> int:
+        """The bound peer port (after :meth:`start`)."""
+        return self._peer_port
+
+    async def start(self) -> None:
+        """Bind both ports and serve; raises if the configuration or OCSP is not at hand."""
+        settings = self._settings
+        snapshot = self._parts.configuration.current()
+        roots_pem = certificates_pem(snapshot.trust_store.roots)
+        if self._ocsp is not None:
+            await self._ocsp.refresh()
+            self._ocsp_task = asyncio.create_task(self._keep_ocsp_fresh(self._ocsp))
+        self._peers = PeerPool(
+            key_pem=self._auth_key_pem,
+            chain_pem=self._auth_chain_pem,
+            roots_pem=roots_pem,
+            max_message_bytes=settings.max_message_bytes,
+            probe_timeout_s=settings.peer_connect_timeout_s,
+        )
+        consumer = ConsumerSide(parts=self._parts, peers=self._peers)
+        provider = ProviderSide(parts=self._parts, providers=self._providers)
+        limit = settings.max_message_bytes + _ENVELOPE_BYTES
+        options = (
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        )
+
+        is_server = grpc.aio.server(options=options)
+        await _add_health(is_server)
+        is_server.add_generic_rpc_handlers((_ForwardAny(consumer.handle),))
+        self._is_port = is_server.add_insecure_port(settings.is_listen)
+
+        peer_server = grpc.aio.server(options=options)
+        await _add_health(peer_server)
+        peer_server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    TRANSPORT_SERVICE,
+                    {"Exchange": grpc.unary_unary_rpc_method_handler(provider.exchange)},
+                ),
+            )
+        )
+        credentials = server_credentials(
+            key_pem=self._auth_key_pem, chain_pem=self._auth_chain_pem, roots_pem=roots_pem
+        )
+        self._peer_port = peer_server.add_secure_port(settings.peer_listen, credentials)
+        await is_server.start()
+        await peer_server.start()
+        self._is_server, self._peer_server = is_server, peer_server
+        _LOG.info(
+            "gateway %s serving: IS port %d, peer port %d",
+            self._parts.gateway_id,
+            self._is_port,
+            self._peer_port,
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, let running ones finish within ``grace`` seconds."""
+        grace_s = self._settings.stop_grace_s if grace is None else grace
+        servers = [s for s in (self._is_server, self._peer_server) if s is not None]
+        await asyncio.gather(*(s.stop(grace_s) for s in servers))
+        self._is_server = self._peer_server = None
+        if self._ocsp_task is not None:
+            self._ocsp_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ocsp_task
+            self._ocsp_task = None
+        if self._peers is not None:
+            await self._peers.close()
+        await self._providers.close()
+
+    async def _keep_ocsp_fresh(self, ocsp: StapledOCSP) -> None:
+        while True:
+            await asyncio.sleep(ocsp.refresh_interval_s)
+            try:
+                await ocsp.refresh()
+            except Exception:  # noqa: BLE001  (keep the last good response; retry later)
+                _LOG.warning("OCSP refresh for the signing certificate failed", exc_info=True)
+
+
+_Handler = Callable[[str, bytes, Any], Awaitable[bytes]]
+
+
+class _ForwardAny(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # not subscriptable at run time
+    """Every unary method but health, with raw bytes in and out."""
+
+    def __init__(self, handle: _Handler) -> None:
+        self._handle = handle
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
+        method = handler_call_details.method
+        if method.startswith(_HEALTH_PREFIX):
+            return None
+        handle = self._handle
+
+        async def forward(body: bytes, context: Any) -> bytes:
+            return await handle(method, body, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            forward, request_deserializer=None, response_serializer=None
+        )
+
+
+async def _add_health(server: grpc.aio.Server) -> None:
+    servicer = AioHealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    # SERVING once bound: readiness beyond that (log, timestamps) is /readyz's business.
+    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,194 @@
+"""TLS for the peer port: credentials, the peer's certificate, and pinning (DESIGN §4 hop 2).
+
+What it guarantees, with what grpcio 1.75 lets a Python program do:
+
+- **Provider side.** The peer port requires a client certificate chaining to an
+  approved root of the global configuration in force at start
+  (``require_client_auth=True``); :func:`peer_certificate_sha256` reads the certificate
+  the handshake verified from the call's auth context, and the provider then looks its
+  SHA-256 up among the registered gateways.
+- **Consumer side.** grpcio exposes neither the server certificate of a client channel
+  nor a custom verification callback, and the registry publishes only the SHA-256 of
+  each gateway's authentication certificate. So the consumer gateway first makes one
+  TLS 1.3 handshake of its own to the peer address with :mod:`ssl`
+  (:func:`fetch_peer_certificate`, presenting our client certificate, checking the
+  chain against the approved roots), compares the SHA-256 of the certificate it got
+  with the registered hash, and only then opens the gRPC channel with **that exact
+  certificate as its only root** (:func:`pinned_channel_credentials`). gRPC's TLS stack
+  (BoringSSL, which accepts a trusted leaf as the end of a partial chain) then completes
+  every handshake on that channel, including reconnects, only with a server holding
+  the key of the registered certificate: the probe merely learns which certificate to
+  pin, and a substitute seen by the probe fails the hash check while a substitute
+  seen by gRPC fails the pin. The host name gRPC checks is taken from the pinned
+  certificate itself (``grpc.ssl_target_name_override``); it adds nothing, the pin is
+  the check.
+
+Residual risks: the probe costs one extra handshake per channel (not per call); a peer
+that rotates its certificate needs a new channel, which the pool opens when the
+registered hash changes; an expired pinned certificate fails like any other.
+
+**TLS 1.3.** grpcio 1.75 has no option to set the minimum TLS version of
+``ssl_server_credentials`` or ``ssl_channel_credentials`` (grpc/grpc#37305; PRs #43045,
+#43074, #43080 are open). gRPC core negotiates TLS 1.2 to 1.3 and picks 1.3 whenever
+both ends support it, which two Serai gateways (both BoringSSL) always do; TLS 1.3's
+downgrade protection stops an active attacker from forcing 1.2 between them. The probe
+insists on TLS 1.3 (``minimum_version``), so a peer that cannot speak it is refused.
+What remains: a non-Serai client *could* reach our peer port over TLS 1.2 (it still
+needs a certificate of an approved CA, and a registered one to get past the first
+check). Enforce 1.3 when grpcio exposes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import os
+import ssl
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.errors import GatewayError
+from serai.errors import ErrorCode, Origin
+
+__all__ = [
+    "ProbeContext",
+    "certificates_pem",
+    "fetch_peer_certificate",
+    "peer_certificate_sha256",
+    "pinned_channel_credentials",
+    "server_credentials",
+    "split_host_port",
+    "target_name_of",
+]
+
+_AUTH_CERT_KEY: Final = "x509_pem_cert"
+
+
+def certificates_pem(certificates: Sequence[x509.Certificate | bytes]) -> bytes:
+    """PEM of certificates given as objects or DER."""
+    out = bytearray()
+    for cert in certificates:
+        obj = cert if isinstance(cert, x509.Certificate) else x509.load_der_x509_certificate(cert)
+        out += obj.public_bytes(serialization.Encoding.PEM)
+    return bytes(out)
+
+
+def server_credentials(
+    *, key_pem: bytes, chain_pem: bytes, roots_pem: bytes
+) -> grpc.ServerCredentials:
+    """Peer-port credentials: our auth chain; client certificates required, to ``roots``."""
+    return grpc.ssl_server_credentials(
+        [(key_pem, chain_pem)], root_certificates=roots_pem, require_client_auth=True
+    )
+
+
+def pinned_channel_credentials(
+    *, peer_certificate_der: bytes, key_pem: bytes, chain_pem: bytes
+) -> grpc.ChannelCredentials:
+    """Client credentials that trust exactly the peer's certificate (module docstring)."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=certificates_pem([peer_certificate_der]),
+        private_key=key_pem,
+        certificate_chain=chain_pem,
+    )
+
+
+def target_name_of(certificate_der: bytes) -> str:
+    """A host name the certificate is valid for (first DNS name, else first IP address)."""
+    cert = x509.load_der_x509_certificate(certificate_der)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None:
+        names = san.get_values_for_type(x509.DNSName)
+        if names:
+            return names[0]
+        ips = san.get_values_for_type(x509.IPAddress)
+        if ips:
+            return str(ips[0])
+    raise GatewayError(
+        "the peer's authentication certificate names no host (subjectAltName)",
+        code=ErrorCode.PEER_NOT_REGISTERED,
+        origin=Origin.PROVIDER,
+    )
+
+
+def peer_certificate_sha256(auth_context: dict[str, list[bytes]]) -> bytes | None:
+    """SHA-256 of the DER client certificate of a TLS call, or None (no TLS, no cert)."""
+    pems = auth_context.get(_AUTH_CERT_KEY) or []
+    if not pems:
+        return None
+    der = x509.load_pem_x509_certificate(pems[0]).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).digest()
+
+
+class ProbeContext:
+    """The :mod:`ssl` context of the consumer's probe handshakes: TLS 1.3 only, our
+    client certificate, server chain checked against the approved roots (no host name:
+    the registered hash is the check)."""
+
+    def __init__(self, *, key_pem: bytes, chain_pem: bytes, roots_pem: bytes) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cadata=roots_pem.decode("ascii"))
+        context.set_alpn_protocols(["h2"])
+        _load_chain(context, key_pem, chain_pem)
+        self.context = context
+
+
+async def fetch_peer_certificate(address: str, *, probe: ProbeContext, timeout_s: float) -> bytes:
+    """The DER certificate the server at ``address`` (``host:port``) presents.
+
+    Raises :class:`OSError` or :class:`TimeoutError` when it cannot be reached (the
+    caller fails over), :class:`ssl.SSLError` when the handshake fails.
+    """
+    host, port = split_host_port(address)
+    async with asyncio.timeout(timeout_s):
+        _, writer = await asyncio.open_connection(
+            host, port, ssl=probe.context, server_hostname=None
+        )
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    if not der:
+        raise ssl.SSLError("the peer presented no certificate")
+    return bytes(der)
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` into its parts."""
+    host, _, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit():
+        raise ValueError(f"not a host:port address: {address!r}")
+    with contextlib.suppress(ValueError):
+        host = str(ipaddress.ip_address(host))
+    return host, int(port)
+
+
+def _load_chain(context: ssl.SSLContext, key_pem: bytes, chain_pem: bytes) -> None:
+    """:mod:`ssl` loads keys only from files: write them to a private directory
+    (mode 0700, files 0600) and remove them as soon as they are loaded."""
+    with tempfile.TemporaryDirectory(prefix="serai-tls-") as name:
+        directory = Path(name)
+        key_path, chain_path = directory / "key.pem", directory / "chain.pem"
+        for path, data in ((key_path, key_pem), (chain_path, chain_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        context.load_cert_chain(chain_path, key_path)

@@ -1,0 +1,240 @@
+"""The unary exchange end to end (DESIGN §4): a plain grpcio client as the consumer IS,
+two gateway runtimes with real mutual TLS on loopback, an OCSP responder over HTTP, a
+signed global configuration through registry.client, and an echo provider IS (see
+tests/gatewayharness.py). Codes are asserted through the gRPC status and the
+``x-road-error`` trailer. No timing asserts; generous deadlines except where a deadline
+is the subject."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from certs.keys import generate_private_key
+from certs.profiles import Profile
+from gateway.commit import RecordKind
+from gateway.tlsconf import certificates_pem
+from tests.gatewayharness import (
+    ARCHIVE,
+    CONSUMER_GW,
+    FAIL,
+    FAIL_MESSAGE,
+    GET_PARCEL,
+    PROPERTY,
+    PROVIDER_GW,
+    REGISTRY,
+    SLOW,
+    Harness,
+    federation,
+    pem_key,
+    trailers_of,
+)
+
+EXCHANGE_METHOD = "/serai.transport.v1.Transport/Exchange"
+
+
+@pytest.fixture
+async def fed(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with federation(tmp_path) as harness:
+        yield harness
+
+
+async def test_happy_path_echoes_and_logs_on_both_sides(fed: Harness) -> None:
+    body = bytes(range(256)) * 4
+    result = await fed.call(GET_PARCEL, body, extra=[("x-road-user-id", "EE12345")])
+    assert result.code == grpc.StatusCode.OK, (result.details, result.trailers)
+    assert result.body == body
+    message_id = result.trailers["x-road-id"]
+    request_hash = bytes.fromhex(result.trailers["x-road-request-hash"])
+    assert len(request_hash) == 32
+    assert [r.kind for r in fed.consumer_log.records] == [
+        RecordKind.REQUEST_SENT,
+        RecordKind.RESPONSE_RECEIVED,
+    ]
+    assert [r.kind for r in fed.provider_log.records] == [
+        RecordKind.REQUEST_RECEIVED,
+        RecordKind.RESPONSE_SENT,
+    ]
+    for record in (*fed.consumer_log.records, *fed.provider_log.records):
+        assert record.message_id == message_id
+    sent, received = fed.consumer_log.records
+    assert received.peer_gateway == PROVIDER_GW
+    assert received.peer_receipt is not None
+    assert (received.peer_receipt.request_index, received.peer_receipt.response_index) == (0, 1)
+    assert fed.provider_log.records[0].peer_gateway == CONSUMER_GW
+    # the request hash names the signed header bytes, whose JWS both logs hold
+    assert sent.header_jws == fed.provider_log.records[0].header_jws
+    assert sent.body == body
+    method, metadata = fed.echo.calls[-1]
+    assert method == GET_PARCEL
+    assert metadata["x-road-client"] == str(PROPERTY)
+    assert metadata["x-road-service"] == str(REGISTRY)
+    assert metadata["x-road-id"] == message_id
+    assert metadata["x-road-user-id"] == "EE12345"
+    assert metadata["x-road-request-hash"] == request_hash.hex()
+    assert hashlib.sha256(body).digest() == sent.body_sha256
+
+
+async def test_provider_error_status_passes_through_signed_and_logged(fed: Harness) -> None:
+    result = await fed.call(FAIL)
+    assert result.code == grpc.StatusCode.NOT_FOUND
+    assert result.details == FAIL_MESSAGE
+    assert "x-road-error" not in result.trailers  # the provider's own status, not a refusal
+    assert [r.kind for r in fed.provider_log.records] == [
+        RecordKind.REQUEST_RECEIVED,
+        RecordKind.RESPONSE_SENT,
+    ]
+    assert [r.kind for r in fed.consumer_log.records] == [
+        RecordKind.REQUEST_SENT,
+        RecordKind.RESPONSE_RECEIVED,
+    ]
+    assert fed.consumer_log.records[1].body == b""
+
+
+async def test_deadline_propagates_to_the_provider(fed: Harness) -> None:
+    warm = await fed.call()  # channels and handshakes out of the way of the deadline
+    assert warm.code == grpc.StatusCode.OK
+    result = await fed.call(SLOW, deadline_s=2.0)
+    assert result.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert fed.echo.calls[-1][0] == SLOW  # it reached the provider, with a deadline
+    assert [r.kind for r in fed.provider_log.records][2:] == [RecordKind.REQUEST_RECEIVED]
+
+
+@pytest.mark.parametrize(
+    ("case", "kwargs", "status", "error"),
+    [
+        (
+            "access_denied",
+            {"method": "/cadastre.v1.Secrets/GetOwner"},
+            grpc.StatusCode.PERMISSION_DENIED,
+            "client:access_denied",
+        ),
+        (
+            "unknown_service",
+            {"service": "UZ/GOV/NOBODY/registry"},
+            grpc.StatusCode.NOT_FOUND,
+            "client:unknown_service",
+        ),
+        (
+            "invalid_identifier",
+            {"service": "UZ/GOV/CADASTRE"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "client:invalid_identifier",
+        ),
+        (
+            "missing_client",
+            {"client": None},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "client:invalid_identifier",
+        ),
+        (
+            "unknown_client",
+            {"client": "UZ/GOV/STC/tax"},
+            grpc.StatusCode.NOT_FOUND,
+            "client:unknown_client",
+        ),
+        (
+            "client_not_authenticated",
+            {"client": str(ARCHIVE)},
+            grpc.StatusCode.UNAUTHENTICATED,
+            "client:client_not_authenticated",
+        ),
+        (
+            "message_too_large",
+            {"body": b"x" * (64 * 1024 + 1)},
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "client:message_too_large",
+        ),
+    ],
+)
+async def test_refusals(
+    fed: Harness, case: str, kwargs: dict[str, object], status: grpc.StatusCode, error: str
+) -> None:
+    result = await fed.call(**kwargs)  # type: ignore[arg-type]
+    assert (result.code, result.error) == (status, error), (case, result.details)
+    assert fed.echo.calls == []
+    # a refusal before signing leaves no record; access_denied is refused after the
+    # consumer logged what it sent, and the provider logs nothing
+    assert fed.provider_log.records == ()
+
+
+async def test_replayed_message_id_is_refused(fed: Harness) -> None:
+    first = await fed.call(message_id="exchange-1")
+    assert first.code == grpc.StatusCode.OK
+    again = await fed.call(message_id="exchange-1")
+    assert (again.code, again.error) == (grpc.StatusCode.ALREADY_EXISTS, "client:replay_detected")
+    assert again.trailers["x-road-id"] == "exchange-1"
+    assert len(fed.echo.calls) == 1
+
+
+async def test_provider_log_unavailable_refuses_before_the_provider_is_called(
+    fed: Harness,
+) -> None:
+    fed.provider_log.set_unavailable("disk full")
+    result = await fed.call()
+    assert (result.code, result.error) == (grpc.StatusCode.UNAVAILABLE, "gateway:log_unavailable")
+    assert fed.echo.calls == []
+    assert fed.provider_log.records == ()
+
+
+async def test_consumer_log_unavailable_fails_the_exchange(fed: Harness) -> None:
+    fed.consumer_log.set_unavailable("disk full")
+    result = await fed.call()
+    assert (result.code, result.error) == (grpc.StatusCode.UNAVAILABLE, "gateway:log_unavailable")
+    assert result.body is None
+    assert fed.consumer_log.records == ()
+
+
+async def test_provider_unreachable_is_provider_unavailable(fed: Harness) -> None:
+    await fed.echo.stop()
+    result = await fed.call()
+    assert (result.code, result.error) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "provider:provider_unavailable",
+    )
+
+
+async def test_failover_to_the_next_gateway(tmp_path: Path) -> None:
+    async with federation(tmp_path, down_gateway=True) as fed:
+        result = await fed.call()
+        assert result.code == grpc.StatusCode.OK, (result.details, result.trailers)
+        assert fed.consumer_log.records[1].peer_gateway == PROVIDER_GW
+
+
+async def test_unregistered_gateway_is_refused_by_the_provider(fed: Harness) -> None:
+    key = generate_private_key()
+    cert = fed.ca.issue(Profile.AUTH, "UZ/GOV/MINJUST/gw:rogue", key.public_key())
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=fed.root_pem,
+        private_key=pem_key(key),
+        certificate_chain=certificates_pem([cert, fed.ca.certificate]),
+    )
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{fed.provider.peer_port}",
+        credentials,
+        options=(("grpc.ssl_target_name_override", "localhost"),),
+    ) as channel:
+        exchange = channel.unary_unary(EXCHANGE_METHOD, None, None)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await exchange(b"", timeout=30)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    trailers = trailers_of(info.value.trailing_metadata())
+    assert trailers["x-road-error"].startswith("client:peer_not_registered:")
+    assert fed.provider_log.records == ()
+
+
+async def test_consumer_refuses_a_server_that_is_not_the_registered_gateway(
+    tmp_path: Path,
+) -> None:
+    """The provider's peer address answered by a server with another (valid) certificate."""
+    async with federation(tmp_path, impostor=True) as fed:
+        result = await fed.call()
+        assert (result.code, result.error) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "provider:peer_not_registered",
+        )
+        assert fed.echo.calls == []
