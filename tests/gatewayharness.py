@@ -15,7 +15,7 @@ registers ``UZ/GOV/CADASTRE/gw:a-down`` for the registry, first in order, at an
 address where nothing listens.
 
 The echo provider answers every method with the request body, except
-``/cadastre.v1.Cadastre/Fail`` (aborts with NOT_FOUND and a message) and
+``/cadastre.v1.Cadastre/Fail`` (aborts with NOT_FOUND, a message and rich details) and
 ``/cadastre.v1.Cadastre/Slow`` (sleeps ``SLOW_S`` first). It records every call.
 """
 
@@ -34,6 +34,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from google.rpc import status_pb2  # type: ignore[import-untyped]  # no stubs
 
 from certs.ca import CertificateAuthority
 from certs.keys import PrivateKey, generate_private_key, load_certificate_chain
@@ -80,6 +81,8 @@ FAIL = "/cadastre.v1.Cadastre/Fail"
 SLOW = "/cadastre.v1.Cadastre/Slow"
 SLOW_S = 20.0
 FAIL_MESSAGE = "parcel 42 is not in the cadastre"
+#: A serialized google.rpc.Status (code 5, the message): the provider's rich details.
+FAIL_DETAILS = status_pb2.Status(code=5, message=FAIL_MESSAGE).SerializeToString()
 
 
 def pem_key(key: PrivateKey) -> bytes:
@@ -134,7 +137,11 @@ class _EchoHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # not sub
             metadata = {k: v for k, v in context.invocation_metadata() if k.startswith("x-road")}
             calls.append((method, metadata))
             if method == FAIL:
-                await context.abort(grpc.StatusCode.NOT_FOUND, FAIL_MESSAGE)
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND,
+                    FAIL_MESSAGE,
+                    (("grpc-status-details-bin", FAIL_DETAILS),),
+                )
             if method == SLOW:
                 await asyncio.sleep(SLOW_S)
             return body
@@ -143,10 +150,15 @@ class _EchoHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # not sub
 
 
 class StaticPolicy:
+    """A fixed policy; set ``failure`` to make :meth:`policy` raise it (a broken store)."""
+
     def __init__(self, policy: AccessPolicy) -> None:
         self._policy = policy
+        self.failure: Exception | None = None
 
     def policy(self) -> AccessPolicy:
+        if self.failure is not None:
+            raise self.failure
         return self._policy
 
 
@@ -158,6 +170,7 @@ class Result:
     body: bytes | None
     details: str
     trailers: dict[str, str]
+    binary_trailers: dict[str, bytes]
 
     @property
     def error(self) -> str | None:
@@ -173,6 +186,7 @@ class Harness:
     consumer_log: InMemoryExchangeLog
     provider_log: InMemoryExchangeLog
     echo: EchoProvider
+    provider_policy: StaticPolicy
     channel: grpc.aio.Channel
     ca: CertificateAuthority
     root_pem: bytes
@@ -201,12 +215,21 @@ class Harness:
         try:
             answer: bytes = await invocation
         except grpc.aio.AioRpcError as exc:
+            trailers = exc.trailing_metadata()
             return Result(
-                exc.code(), None, exc.details() or "", trailers_of(exc.trailing_metadata())
+                exc.code(),
+                None,
+                exc.details() or "",
+                trailers_of(trailers),
+                binary_trailers_of(trailers),
             )
-        return Result(
-            grpc.StatusCode.OK, answer, "", trailers_of(await invocation.trailing_metadata())
-        )
+        final = await invocation.trailing_metadata()
+        return Result(grpc.StatusCode.OK, answer, "", trailers_of(final), binary_trailers_of(final))
+
+
+def binary_trailers_of(metadata: Any) -> dict[str, bytes]:
+    """Binary (``-bin``) metadata as a dict."""
+    return {k: v for k, v in (metadata or ()) if isinstance(v, bytes)}
 
 
 def trailers_of(metadata: Any) -> dict[str, str]:
@@ -313,6 +336,7 @@ async def federation(
             peer_port: int,
             settings: dict[str, Any],
             log: InMemoryExchangeLog,
+            policies: StaticPolicy,
         ) -> GatewayRuntime:
             conf_client = GlobalConfigurationClient(
                 anchor=anchor,
@@ -333,17 +357,7 @@ async def federation(
                     key=sign_key, certificate_chain=[sign_cert, issuing], ocsp_response=stapled
                 ),
                 configuration=conf_client,
-                policies=StaticPolicy(
-                    AccessPolicy(
-                        [
-                            AccessRule(
-                                provider=REGISTRY,
-                                target=AccessTarget.service("cadastre.v1.Cadastre"),
-                                subject=PROPERTY,
-                            )
-                        ]
-                    )
-                ),
+                policies=policies,
                 log=log,
                 replay=ReplayGuard(),
                 settings=GatewaySettings(
@@ -356,6 +370,18 @@ async def federation(
             return gw
 
         consumer_log, provider_log = InMemoryExchangeLog(), InMemoryExchangeLog()
+        policy = StaticPolicy(
+            AccessPolicy(
+                [
+                    AccessRule(
+                        provider=REGISTRY,
+                        target=AccessTarget.service("cadastre.v1.Cadastre"),
+                        subject=PROPERTY,
+                    )
+                ]
+            )
+        )
+        provider_policy = StaticPolicy(policy.policy())
         consumer = await runtime(
             CONSUMER_GW,
             MINJUST,
@@ -369,6 +395,7 @@ async def federation(
                 "max_message_bytes": 64 * 1024,
             },
             consumer_log,
+            policy,
         )
         provider = await runtime(
             PROVIDER_GW,
@@ -381,6 +408,7 @@ async def federation(
                 )
             },
             provider_log,
+            provider_policy,
         )
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{consumer.is_port}")
         stack.push_async_callback(channel.close, None)
@@ -390,6 +418,7 @@ async def federation(
             consumer_log=consumer_log,
             provider_log=provider_log,
             echo=echo,
+            provider_policy=provider_policy,
             channel=channel,
             ca=ca,
             root_pem=certificates_pem([root]),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
 from certs.keys import generate_private_key
 from certs.profiles import Profile
@@ -22,6 +23,7 @@ from tests.gatewayharness import (
     ARCHIVE,
     CONSUMER_GW,
     FAIL,
+    FAIL_DETAILS,
     FAIL_MESSAGE,
     GET_PARCEL,
     PROPERTY,
@@ -84,6 +86,7 @@ async def test_provider_error_status_passes_through_signed_and_logged(fed: Harne
     assert result.code == grpc.StatusCode.NOT_FOUND
     assert result.details == FAIL_MESSAGE
     assert "x-road-error" not in result.trailers  # the provider's own status, not a refusal
+    assert result.binary_trailers["grpc-status-details-bin"] == FAIL_DETAILS
     assert [r.kind for r in fed.provider_log.records] == [
         RecordKind.REQUEST_RECEIVED,
         RecordKind.RESPONSE_SENT,
@@ -238,3 +241,41 @@ async def test_consumer_refuses_a_server_that_is_not_the_registered_gateway(
             "provider:peer_not_registered",
         )
         assert fed.echo.calls == []
+
+
+async def test_health_on_both_ports(fed: Harness) -> None:
+    check = fed.channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        health_pb2.HealthCheckRequest.SerializeToString,
+        health_pb2.HealthCheckResponse.FromString,
+    )
+    answer = await check(health_pb2.HealthCheckRequest(), timeout=30)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    key = generate_private_key()
+    cert = fed.ca.issue(Profile.AUTH, "UZ/GOV/MINJUST/gw:probe", key.public_key())
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=fed.root_pem,
+        private_key=pem_key(key),
+        certificate_chain=certificates_pem([cert, fed.ca.certificate]),
+    )
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{fed.provider.peer_port}",
+        credentials,
+        options=(("grpc.ssl_target_name_override", "localhost"),),
+    ) as channel:
+        peer_check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            health_pb2.HealthCheckRequest.SerializeToString,
+            health_pb2.HealthCheckResponse.FromString,
+        )
+        answer = await peer_check(health_pb2.HealthCheckRequest(), timeout=30)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_unexpected_error_is_internal_without_details(fed: Harness) -> None:
+    fed.provider_policy.failure = RuntimeError("secret internals /etc/passwd")
+    result = await fed.call()
+    assert (result.code, result.error) == (grpc.StatusCode.INTERNAL, "gateway:internal")
+    assert result.details == "internal error"
+    assert "passwd" not in str(result.trailers)
+    assert fed.echo.calls == []
