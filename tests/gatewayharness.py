@@ -162,6 +162,16 @@ class StaticPolicy:
         return self._policy
 
 
+class Clock:
+    """Wall-clock time plus an adjustable offset (to expire the configuration)."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta()
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.offset
+
+
 @dataclass
 class Result:
     """What the consumer IS saw."""
@@ -187,6 +197,11 @@ class Harness:
     provider_log: InMemoryExchangeLog
     echo: EchoProvider
     provider_policy: StaticPolicy
+    #: The clock of both gateways' configuration clients.
+    configuration_clock: Clock
+    #: The consumer gateway's TLS key and chain (PEM) and its member's header signer.
+    consumer_tls: tuple[bytes, bytes]
+    consumer_signer: HeaderSigner
     channel: grpc.aio.Channel
     ca: CertificateAuthority
     root_pem: bytes
@@ -325,6 +340,8 @@ async def federation(
             generated_at=now,
         )
 
+        configuration_clock = Clock()
+        signers: dict[GatewayId, HeaderSigner] = {}
         echo = EchoProvider()
         await echo.start()
         stack.push_async_callback(echo.stop)
@@ -342,6 +359,7 @@ async def federation(
                 anchor=anchor,
                 cache_dir=tmp_path / f"globalconf-{gateway.gateway_code}-{member.member_code}",
                 transport=InMemoryFetchTransport(envelope),
+                clock=configuration_clock,
             )
             await conf_client.refresh()
             sign_key = generate_private_key()
@@ -349,13 +367,14 @@ async def federation(
             stapled = StapledOCSP(
                 client=ocsp_client, certificate=sign_cert, issuer=issuing, url=ocsp_server.url
             )
+            signers[gateway] = HeaderSigner(
+                key=sign_key, certificate_chain=[sign_cert, issuing], ocsp_response=stapled
+            )
             gw = GatewayRuntime(
                 gateway_id=gateway,
                 auth_key_pem=pem_key(auth_pair[0]),
                 auth_chain_pem=certificates_pem([auth_pair[1], issuing]),
-                signer=HeaderSigner(
-                    key=sign_key, certificate_chain=[sign_cert, issuing], ocsp_response=stapled
-                ),
+                signer=signers[gateway],
                 configuration=conf_client,
                 policies=policies,
                 log=log,
@@ -419,6 +438,12 @@ async def federation(
             provider_log=provider_log,
             echo=echo,
             provider_policy=provider_policy,
+            configuration_clock=configuration_clock,
+            consumer_tls=(
+                pem_key(consumer_auth[0]),
+                certificates_pem([consumer_auth[1], issuing]),
+            ),
+            consumer_signer=signers[CONSUMER_GW],
             channel=channel,
             ca=ca,
             root_pem=certificates_pem([root]),

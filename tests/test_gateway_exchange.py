@@ -7,8 +7,10 @@ is the subject."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -18,7 +20,11 @@ from grpc_health.v1 import health_pb2
 from certs.keys import generate_private_key
 from certs.profiles import Profile
 from gateway.commit import RecordKind
+from gateway.headers import request_header_for
+from gateway.signing import SignedHeader
 from gateway.tlsconf import certificates_pem
+from serai.identifiers import SubsystemId
+from serai_proto.transport.v1 import transport_pb2
 from tests.gatewayharness import (
     ARCHIVE,
     CONSUMER_GW,
@@ -279,3 +285,97 @@ async def test_unexpected_error_is_internal_without_details(fed: Harness) -> Non
     assert result.details == "internal error"
     assert "passwd" not in str(result.trailers)
     assert fed.echo.calls == []
+
+
+async def test_expired_configuration_fails_closed(fed: Harness) -> None:
+    fed.configuration_clock.offset = dt.timedelta(minutes=11)
+    result = await fed.call()
+    assert (result.code, result.error) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "gateway:globalconf_expired",
+    )
+    assert fed.echo.calls == []
+
+
+# --- a registered consumer gateway that misbehaves, speaking to the peer port directly ---
+
+
+def _signed_request(
+    fed: Harness,
+    *,
+    body: bytes = b"parcel 42",
+    client: SubsystemId = PROPERTY,
+    created_at: dt.datetime | None = None,
+    message_id: str = "raw-1",
+) -> tuple[SignedHeader, bytes]:
+    header = request_header_for(
+        message_id=message_id,
+        client=client,
+        service=REGISTRY.service(GET_PARCEL),
+        body=body,
+        created_at=created_at or dt.datetime.now(dt.UTC),
+    )
+    return fed.consumer_signer.sign(header), body
+
+
+async def _send_raw(fed: Harness, signed: SignedHeader, body: bytes) -> tuple[str, str]:
+    """Send an ExchangeRequest as the registered consumer gateway; (status, x-road-error)."""
+    key_pem, chain_pem = fed.consumer_tls
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=fed.root_pem, private_key=key_pem, certificate_chain=chain_pem
+    )
+    request = transport_pb2.ExchangeRequest(
+        signed_header=signed.jws,
+        body=body,
+        certificate_chain=list(signed.certificate_chain),
+        ocsp_response=signed.ocsp_response,
+    )
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{fed.provider.peer_port}",
+        credentials,
+        options=(("grpc.ssl_target_name_override", "localhost"),),
+    ) as channel:
+        exchange = channel.unary_unary(EXCHANGE_METHOD, None, None)
+        try:
+            await exchange(request.SerializeToString(), timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            error = trailers_of(exc.trailing_metadata()).get("x-road-error", "")
+            return exc.code().name, ":".join(error.split(":", 2)[:2])
+    return "OK", ""
+
+
+async def test_raw_peer_with_a_good_request_is_served(fed: Harness) -> None:
+    signed, body = _signed_request(fed)
+    assert await _send_raw(fed, signed, body) == ("OK", "")
+    assert len(fed.echo.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("tampered_body", ("UNAUTHENTICATED", "client:signature_invalid")),
+        ("tampered_signature", ("UNAUTHENTICATED", "client:signature_invalid")),
+        ("old_header", ("INVALID_ARGUMENT", "client:clock_skew")),
+        ("client_not_served_by_the_peer", ("UNAUTHENTICATED", "client:peer_not_registered")),
+    ],
+)
+async def test_provider_refuses_a_bad_request_from_a_registered_peer(
+    fed: Harness, case: str, expected: tuple[str, str]
+) -> None:
+    if case == "tampered_body":
+        signed, _ = _signed_request(fed)
+        outcome = await _send_raw(fed, signed, b"parcel 43")
+    elif case == "tampered_signature":
+        signed, body = _signed_request(fed)
+        head, _, signature = signed.jws.rpartition(".")
+        flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+        outcome = await _send_raw(fed, replace(signed, jws=f"{head}.{flipped}"), body)
+    elif case == "old_header":
+        old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        outcome = await _send_raw(fed, *_signed_request(fed, created_at=old))
+    else:
+        stranger = PROPERTY.member.subsystem("elsewhere")
+        outcome = await _send_raw(fed, *_signed_request(fed, client=stranger))
+    assert outcome == expected, case
+    assert fed.echo.calls == []
+    assert fed.provider_log.records == ()
