@@ -19,7 +19,10 @@ gateway's IS port, with the body as raw bytes (it never parses bodies). In order
    in the ``timeout`` field and as the gRPC deadline. The next gateway is tried only
    when one cannot be reached (no TLS handshake, or UNAVAILABLE without an
    ``x-road-error`` trailer): a refusal by a reachable gateway is final, so a request
-   that a provider gateway refused is never sent twice.
+   that a provider gateway refused is never sent twice. Residual risk: grpcio cannot
+   tell a connection that failed before the request left from one that dropped after
+   it arrived; in the second case the next gateway may serve the same message id
+   again (each gateway has its own replay guard), and both logs show it.
 7. The signed response is verified (signature, chain, OCSP, provider member, body,
    skew, binding to our request hash and message id); the ``RESPONSE_RECEIVED`` record
    with the peer's receipt is committed; then body and status go back to the IS: a
@@ -211,10 +214,7 @@ class ConsumerSide:
                 break
             try:
                 channel = await self._peers.channel_for(gateway, timeout_s=remaining)
-            except PeerUnreachableError as exc:
-                failure = exc
-                continue
-            except GatewayError as exc:  # a server that is not the registered gateway
+            except GatewayError as exc:  # unreachable, or not the registered gateway
                 failure = exc
                 continue
             remaining = deadline - time.monotonic()
