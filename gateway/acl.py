@@ -77,7 +77,7 @@ class GroupMembership(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccessTarget:
     """What a rule opens: one method of a gRPC service, or (``method_name`` ``None``)
     every method of it.
@@ -147,13 +147,20 @@ class AccessTarget:
             service.method_name,
         )
 
+    def sort_key(self) -> tuple[str, str]:
+        """A total order: by service, the whole service before its methods."""
+        return (self.service_name, self.method_name or "")
+
+    def __lt__(self, other: AccessTarget) -> bool:
+        return self.sort_key() < other.sort_key()
+
     def __str__(self) -> str:
         if self.method_name is None:
             return self.service_name
         return f"/{self.service_name}/{self.method_name}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccessRule:
     """``subject`` may call ``target`` of the provider subsystem ``provider``."""
 
@@ -176,6 +183,19 @@ class AccessRule:
                 "access rule subject must be a SubsystemId, MemberId or GlobalGroupId, "
                 f"not {type(self.subject).__name__}"
             )
+
+    def sort_key(self) -> tuple[str, tuple[str, str], str, str]:
+        """A total order over rules whose subjects may be of different kinds: by provider,
+        target, then subject kind and text."""
+        return (
+            str(self.provider),
+            self.target.sort_key(),
+            self.subject.kind.value,
+            str(self.subject),
+        )
+
+    def __lt__(self, other: AccessRule) -> bool:
+        return self.sort_key() < other.sort_key()
 
     def __str__(self) -> str:
         return f"{self.subject} may call {self.target} of {self.provider}"

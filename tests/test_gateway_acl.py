@@ -471,3 +471,33 @@ def test_store_wraps_driver_errors(tmp_path: Path) -> None:
     with pytest.raises(AclStoreError) as info:
         SqlAclStore.open_sqlite(tmp_path / "missing-dir" / "acl.db")
     assert (info.value.code, info.value.origin) == (ErrorCode.INTERNAL, Origin.GATEWAY)
+
+
+def test_rules_of_mixed_targets_and_subject_kinds_have_a_total_order() -> None:
+    provider = SubsystemId.parse("UZ/GOV/CADASTRE/registry")
+    rules = [
+        AccessRule(
+            provider=provider,
+            target=AccessTarget.parse("/cadastre.v1.Cadastre/GetParcel"),
+            subject=SubsystemId.parse("UZ/GOV/MINJUST/property"),
+        ),
+        AccessRule(
+            provider=provider,
+            target=AccessTarget.parse("cadastre.v1.Cadastre"),
+            subject=MemberId.parse("UZ/GOV/MINJUST"),
+        ),
+        AccessRule(
+            provider=provider,
+            target=AccessTarget.parse("cadastre.v1.Cadastre"),
+            subject=GlobalGroupId.parse("UZ/group:registries"),
+        ),
+    ]
+    ordered = sorted(rules)
+    backwards = [rules[2], rules[1], rules[0]]
+    assert sorted(backwards) == ordered
+    assert [str(r.target) for r in ordered] == [
+        "cadastre.v1.Cadastre",
+        "cadastre.v1.Cadastre",
+        "/cadastre.v1.Cadastre/GetParcel",
+    ]
+    assert len(AccessPolicy(rules).rules) == 3

@@ -172,13 +172,6 @@ async def test_grant_list_revoke_are_audited_and_logged(running: Running) -> Non
     assert [r.body for r in records] == [c.canonical_json() for c in audit]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=grpc.aio.AioRpcError,
-    reason="gateway/acl.py: AccessRule's dataclass order compares a method name with None "
-    "and subjects of different kinds (TypeError), so SqlAclStore.list_rules and "
-    "AccessPolicy fail on such rule sets; needs a total order in gateway/acl.py",
-)
 async def test_list_mixes_targets_and_subject_kinds_of_one_service(running: Running) -> None:
     stub = running.stub
     for message in (
