@@ -13,10 +13,11 @@ Guarantees of every rpc:
    (:class:`serai.tokens.TokenVerifier`, audience ``serai-gateway:<gateway id>``), else
    UNAUTHENTICATED; changes need the role ``gateway-admin``, reads ``observer`` or
    ``gateway-admin``, else PERMISSION_DENIED. Nothing is parsed or read before that.
-2. Refusals are mapped in one place (:func:`_abort`): the status comes from
-   :func:`serai.errors.grpc_status_for`, the trailing metadata ``x-road-error`` carries
-   ``origin:code:message``, and the message names the request field. An unexpected
-   exception is logged and sent as INTERNAL ``internal error``: never a stack trace.
+2. Refusals are sent in one place (:func:`serai.rpcerrors.abort_with`): the status
+   comes from :func:`serai.errors.grpc_status_for`, the trailing metadata
+   ``x-road-error`` carries ``origin:code:message``, and the message names the request
+   field. An unexpected exception is logged and sent as INTERNAL ``internal error``:
+   never a stack trace.
 3. Every accepted change is recorded twice, in this order: by the store, in the same
    transaction as the change (its audit entry, actor = the token's ``sub``), and then in
    the message log as the change's ``ADMIN_CHANGE`` record
@@ -40,7 +41,7 @@ import concurrent.futures
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -53,7 +54,7 @@ from gateway.aclstore import MAX_AUDIT_PAGE, AclAction, AclChange, SqlAclStore
 from gateway.commit import ExchangeLog, LogIndex
 from gateway.errors import GatewayError
 from serai.cliutil import format_address, log_event
-from serai.errors import ERROR_METADATA_KEY, ErrorCode, Origin, SeraiError
+from serai.errors import ErrorCode, Origin, SeraiError
 from serai.identifiers import (
     GatewayId,
     GlobalGroupId,
@@ -61,6 +62,7 @@ from serai.identifiers import (
     Subject,
     SubsystemId,
 )
+from serai.rpcerrors import abort_with, internal_error
 from serai.tokens import TokenClaims, TokenVerifier, bearer_token
 from serai_proto.admin.v1 import admin_pb2 as pb
 from serai_proto.admin.v1 import admin_pb2_grpc as pb_grpc
@@ -254,7 +256,7 @@ class GatewayAdminService(pb_grpc.GatewayAdminServicer):
 
     # -- the paths every rpc takes ------------------------------------------------------
 
-    async def _change(  # noqa: RET503  (_abort raises)
+    async def _change(  # noqa: RET503  (abort_with raises)
         self, context: Context, apply: Callable[[TokenClaims], AclChange]
     ) -> LogIndex:
         async with self._changes:
@@ -264,9 +266,8 @@ class GatewayAdminService(pb_grpc.GatewayAdminServicer):
             except SeraiError as exc:
                 error = exc
             except Exception as exc:  # noqa: BLE001  (reported as INTERNAL, never on the wire)
-                log_event("gateway_admin_internal_error", error=f"{type(exc).__name__}: {exc}")
-                error = SeraiError("internal error", code=ErrorCode.INTERNAL)
-        await _abort(context, error)
+                error = internal_error(exc, event="gateway_admin_internal_error")
+        await abort_with(context, error)
 
     async def _commit(self, change: AclChange) -> LogIndex:
         """Commit the pending records, then ``change``'s, to the message log, in order."""
@@ -292,7 +293,7 @@ class GatewayAdminService(pb_grpc.GatewayAdminServicer):
             ) from exc
         return index
 
-    async def _guarded(  # noqa: RET503  (_abort raises)
+    async def _guarded(  # noqa: RET503  (abort_with raises)
         self, context: Context, roles: frozenset[str], work: Callable[[TokenClaims], _T]
     ) -> _T:
         loop = asyncio.get_running_loop()
@@ -303,9 +304,8 @@ class GatewayAdminService(pb_grpc.GatewayAdminServicer):
         except SeraiError as exc:
             error = exc
         except Exception as exc:  # noqa: BLE001  (reported as INTERNAL, never on the wire)
-            log_event("gateway_admin_internal_error", error=f"{type(exc).__name__}: {exc}")
-            error = SeraiError("internal error", code=ErrorCode.INTERNAL)
-        await _abort(context, error)
+            error = internal_error(exc, event="gateway_admin_internal_error")
+        await abort_with(context, error)
 
     def _authenticate(self, context: Context, roles: frozenset[str]) -> TokenClaims:
         authorization = None
@@ -414,15 +414,6 @@ class AdminServer:
             self._server = None
         if self._own_executor:
             self._executor.shutdown(wait=True)
-
-
-async def _abort(context: Context, error: SeraiError) -> NoReturn:
-    """Send ``error`` as the rpc's status and ``x-road-error`` trailer (raises)."""
-    value = error.wire_value()
-    if not value.isascii():
-        value = value.encode("ascii", "backslashreplace").decode("ascii")
-    context.set_trailing_metadata(((ERROR_METADATA_KEY, value[:4096]),))
-    await context.abort(error.status, error.message)
 
 
 def _parsed(parse: Callable[[str], _T], text: str, where: str) -> _T:

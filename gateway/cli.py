@@ -55,9 +55,16 @@ from gateway.config import (
     render_config,
 )
 from registry.codec import decode_anchor
-from serai.cliutil import format_address, parse_listen, read_passphrase
-from serai.errors import ERROR_METADATA_KEY, ConfigError, ErrorCode, Origin, SeraiError
+from serai.cliutil import (
+    format_address,
+    load_token_public_key,
+    parse_listen,
+    read_bearer_token,
+    read_passphrase,
+)
+from serai.errors import ConfigError, SeraiError
 from serai.identifiers import GatewayId, SubsystemId, parse_subject
+from serai.rpcerrors import error_from_rpc
 from serai.tokens import DEFAULT_LIFETIME_S, TokenIssuer, TokenVerifier
 from serai_proto.admin.v1 import admin_pb2 as pb
 from serai_proto.admin.v1 import admin_pb2_grpc as pb_grpc
@@ -100,7 +107,7 @@ def open_acl_store(config: GatewayConfig) -> SqlAclStore:
 def token_verifier(config: GatewayConfig) -> TokenVerifier:
     """The verifier of admin tokens: ``token_public_keys`` for ``token_audience``."""
     return TokenVerifier(
-        public_keys=[_load_public_key(p) for p in config.token_public_keys],
+        public_keys=[load_token_public_key(p) for p in config.token_public_keys],
         audience=config.token_audience,
     )
 
@@ -426,7 +433,8 @@ class _Client:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.address: str = args.gateway
-        self._metadata = (("authorization", f"Bearer {_token(args.token_file)}"),)
+        token = read_bearer_token(args.token_file, env_var="SERAI_GATEWAY_TOKEN")
+        self._metadata = (("authorization", f"Bearer {token}"),)
 
     def call(self, method: str, request: Message) -> Any:
         with grpc.insecure_channel(self.address) as channel:
@@ -434,51 +442,7 @@ class _Client:
             try:
                 return rpc(request, metadata=self._metadata, timeout=_CALL_TIMEOUT_S)
             except grpc.RpcError as exc:
-                raise _refusal(exc, self.address) from None
-
-
-def _token(path: Path | None) -> str:
-    if path is not None:
-        try:
-            token = path.read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--token-file: cannot read {path}: {exc}") from exc
-    else:
-        token = os.environ.get("SERAI_GATEWAY_TOKEN", "").strip()
-    if not token:
-        raise ConfigError("no bearer token: give --token-file or set SERAI_GATEWAY_TOKEN")
-    return token
-
-
-_STATUS_CODES: Final = {
-    grpc.StatusCode.UNAUTHENTICATED: ErrorCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED: ErrorCode.PERMISSION_DENIED,
-    grpc.StatusCode.INVALID_ARGUMENT: ErrorCode.INVALID_REQUEST,
-    grpc.StatusCode.NOT_FOUND: ErrorCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS: ErrorCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION: ErrorCode.FAILED_PRECONDITION,
-    grpc.StatusCode.DEADLINE_EXCEEDED: ErrorCode.DEADLINE_EXCEEDED,
-}
-
-
-def _refusal(exc: grpc.RpcError, address: str) -> SeraiError:
-    """The gateway's refusal as a SeraiError (from ``x-road-error`` when present)."""
-    call: Any = exc
-    for key, value in call.trailing_metadata() or ():
-        if key == ERROR_METADATA_KEY and isinstance(value, str):
-            origin, _, rest = value.partition(":")
-            code, _, message = rest.partition(":")
-            try:
-                return SeraiError(message, code=ErrorCode(code), origin=Origin(origin))
-            except ValueError:
-                break
-    status: grpc.StatusCode = call.code()
-    if status is grpc.StatusCode.UNAVAILABLE:
-        return SeraiError(f"cannot reach the gateway admin API at {address}: {call.details()}")
-    return SeraiError(
-        f"gateway admin API at {address} answered {status.name}: {call.details()}",
-        code=_STATUS_CODES.get(status, ErrorCode.INTERNAL),
-    )
+                raise error_from_rpc(exc, what=f"gateway admin API at {self.address}") from None
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -491,16 +455,6 @@ def _option(option: str, parse: Callable[[str], _T], value: str) -> _T:
     except SeraiError as exc:
         message = exc.message.removeprefix("--listen: ")
         raise type(exc)(f"{option}: {message}", code=exc.code, origin=exc.origin) from exc
-
-
-def _load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read a PEM public key: {exc}") from exc
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise ConfigError(f"{path}: token public keys must be EC P-256")
-    return key
 
 
 def _is_ip(host: str) -> bool:

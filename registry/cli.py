@@ -61,13 +61,16 @@ from registry.server import ROLE_ADMIN, ROLE_OBSERVER, RegistryServer
 from registry.store import Change, RegistryStore
 from serai.cliutil import (
     format_address,
+    load_token_public_key,
     log_event,
     parse_listen,
+    read_bearer_token,
     read_passphrase,
     termination_event,
 )
-from serai.errors import ERROR_METADATA_KEY, ConfigError, ErrorCode, Origin, SeraiError
+from serai.errors import ConfigError, SeraiError
 from serai.identifiers import parse_instance
+from serai.rpcerrors import error_from_rpc
 from serai.tokens import DEFAULT_LIFETIME_S, TokenIssuer, TokenVerifier
 from serai_proto.registry.v1 import registry_pb2 as pb
 from serai_proto.registry.v1 import registry_pb2_grpc as pb_grpc
@@ -232,7 +235,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     key, certificate = _signing_key(config)
     verifier = TokenVerifier(
-        public_keys=[_load_public_key(p) for p in config.token_public_keys],
+        public_keys=[load_token_public_key(p) for p in config.token_public_keys],
         audience=config.token_audience,
     )
     asyncio.run(_serve(config, key, certificate, verifier))
@@ -344,16 +347,6 @@ def _signing_key(config: RegistryConfig) -> tuple[PrivateKey, x509.Certificate]:
             f"{first.certificate}"
         )
     return key, certificate
-
-
-def _load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read a PEM public key: {exc}") from exc
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise ConfigError(f"{path}: token public keys must be EC P-256")
-    return key
 
 
 def _local_change(request: Message) -> Change:
@@ -489,7 +482,8 @@ class _Client:
     def __init__(self, args: argparse.Namespace) -> None:
         self.address: str = args.registry
         self.json: bool = args.json
-        self._metadata = (("authorization", f"Bearer {_token(args.token_file)}"),)
+        token = read_bearer_token(args.token_file, env_var="SERAI_REGISTRY_TOKEN")
+        self._metadata = (("authorization", f"Bearer {token}"),)
         self._channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.RegistryManagementStub(self._channel)
 
@@ -498,7 +492,7 @@ class _Client:
         try:
             return rpc(request, metadata=self._metadata, timeout=_CALL_TIMEOUT_S)
         except grpc.RpcError as exc:
-            raise _refusal(exc, self.address) from None
+            raise error_from_rpc(exc, what=f"registry at {self.address}") from None
         finally:
             self._channel.close()
 
@@ -518,50 +512,6 @@ class _Client:
             else:
                 print(human(item))
         return 0
-
-
-def _token(path: Path | None) -> str:
-    if path is not None:
-        try:
-            token = path.read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--token-file: cannot read {path}: {exc}") from exc
-    else:
-        token = os.environ.get("SERAI_REGISTRY_TOKEN", "").strip()
-    if not token:
-        raise ConfigError("no bearer token: give --token-file or set SERAI_REGISTRY_TOKEN")
-    return token
-
-
-_STATUS_CODES: Final = {
-    grpc.StatusCode.UNAUTHENTICATED: ErrorCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED: ErrorCode.PERMISSION_DENIED,
-    grpc.StatusCode.INVALID_ARGUMENT: ErrorCode.INVALID_REQUEST,
-    grpc.StatusCode.NOT_FOUND: ErrorCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS: ErrorCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION: ErrorCode.FAILED_PRECONDITION,
-    grpc.StatusCode.DEADLINE_EXCEEDED: ErrorCode.DEADLINE_EXCEEDED,
-}
-
-
-def _refusal(exc: grpc.RpcError, address: str) -> SeraiError:
-    """The registry's refusal as a SeraiError (from ``x-road-error`` when present)."""
-    call: Any = exc
-    for key, value in call.trailing_metadata() or ():
-        if key == ERROR_METADATA_KEY and isinstance(value, str):
-            origin, _, rest = value.partition(":")
-            code, _, message = rest.partition(":")
-            try:
-                return SeraiError(message, code=ErrorCode(code), origin=Origin(origin))
-            except ValueError:
-                break
-    status: grpc.StatusCode = call.code()
-    if status is grpc.StatusCode.UNAVAILABLE:
-        return SeraiError(f"cannot reach the registry at {address}: {call.details()}")
-    return SeraiError(
-        f"registry at {address} answered {status.name}: {call.details()}",
-        code=_STATUS_CODES.get(status, ErrorCode.INTERNAL),
-    )
 
 
 def _member_add(args: argparse.Namespace) -> int:

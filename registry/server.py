@@ -11,10 +11,11 @@ Guarantees of every rpc:
    (:class:`serai.tokens.TokenVerifier`), else UNAUTHENTICATED; changes need the role
    ``registry-admin``, reads ``observer`` or ``registry-admin``, else PERMISSION_DENIED.
    Nothing is parsed or read before that.
-2. Refusals are mapped in one place (:func:`_abort`): the status comes from
-   :func:`serai.errors.grpc_status_for`, the trailing metadata ``x-road-error`` carries
-   ``origin:code:message``, and a message names the request field. An unexpected
-   exception is logged and sent as INTERNAL ``internal error``: never a stack trace.
+2. Refusals are sent in one place (:func:`serai.rpcerrors.abort_with`): the status
+   comes from :func:`serai.errors.grpc_status_for`, the trailing metadata
+   ``x-road-error`` carries ``origin:code:message``, and a message names the request
+   field. An unexpected exception is logged and sent as INTERNAL ``internal error``:
+   never a stack trace.
 3. A change is recorded by the store with the token's ``sub`` as actor and the request
    as canonical JSON; a successful change triggers a publication (coalesced).
 4. The store is called only from one dedicated thread, never on the event loop, so a
@@ -31,7 +32,7 @@ import concurrent.futures
 import datetime as dt
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
 from aiohttp import web
@@ -49,7 +50,7 @@ from registry.model import Gateway, GlobalGroup, Member
 from registry.publisher import PublicationLoop, PublishedConfiguration, Publisher, create_http_app
 from registry.store import AuditEntry, Change, RegistryStore
 from serai.cliutil import format_address, log_event
-from serai.errors import ERROR_METADATA_KEY, ErrorCode, SeraiError
+from serai.errors import ErrorCode, SeraiError
 from serai.identifiers import (
     GatewayId,
     GlobalGroupId,
@@ -58,6 +59,7 @@ from serai.identifiers import (
     SubsystemId,
     parse_subject,
 )
+from serai.rpcerrors import abort_with, internal_error
 from serai.tokens import TokenClaims, TokenVerifier, bearer_token
 from serai_proto.globalconf.v1 import globalconf_pb2 as gpb
 from serai_proto.registry.v1 import registry_pb2 as pb
@@ -434,7 +436,7 @@ class RegistryManagementService(pb_grpc.RegistryManagementServicer):
     async def _read(self, context: Context, read: Callable[[], _T]) -> _T:
         return await self._guarded(context, _READ, lambda _claims: read())
 
-    async def _guarded(  # noqa: RET503  (_abort raises)
+    async def _guarded(  # noqa: RET503  (abort_with raises)
         self, context: Context, roles: frozenset[str], work: Callable[[TokenClaims], _T]
     ) -> _T:
         loop = asyncio.get_running_loop()
@@ -448,9 +450,8 @@ class RegistryManagementService(pb_grpc.RegistryManagementServicer):
         except SeraiError as exc:
             error = exc
         except Exception as exc:  # noqa: BLE001  (reported as INTERNAL, never on the wire)
-            log_event("registry_internal_error", error=f"{type(exc).__name__}: {exc}")
-            error = SeraiError("internal error", code=ErrorCode.INTERNAL)
-        await _abort(context, error)
+            error = internal_error(exc, event="registry_internal_error")
+        await abort_with(context, error)
 
     def _authenticate(self, context: Context, roles: frozenset[str]) -> TokenClaims:
         authorization = None
@@ -566,15 +567,6 @@ class RegistryServer:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
-
-
-async def _abort(context: Context, error: SeraiError) -> NoReturn:
-    """Send ``error`` as the rpc's status and ``x-road-error`` trailer (raises)."""
-    value = error.wire_value()
-    if not value.isascii():
-        value = value.encode("ascii", "backslashreplace").decode("ascii")
-    context.set_trailing_metadata(((ERROR_METADATA_KEY, value[:4096]),))
-    await context.abort(error.status, error.message)
 
 
 def _parsed(parse: Callable[[str], _T], text: str, field: str) -> _T:

@@ -1,20 +1,32 @@
 """Helpers for the command-line edge shared by every ``serai`` service command:
-listen addresses, passphrase files, start/stop event lines, and waiting for a
-termination signal."""
+listen addresses, passphrase and bearer-token files, token public keys, start/stop
+event lines, and waiting for a termination signal."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from serai.errors import ConfigError
 
-__all__ = ["format_address", "log_event", "parse_listen", "read_passphrase", "termination_event"]
+__all__ = [
+    "format_address",
+    "load_token_public_key",
+    "log_event",
+    "parse_listen",
+    "read_bearer_token",
+    "read_passphrase",
+    "termination_event",
+]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -44,6 +56,32 @@ def read_passphrase(path: Path | None) -> bytes | None:
     if not lines or not lines[0]:
         raise ConfigError(f"passphrase file {path} is empty")
     return lines[0]
+
+
+def read_bearer_token(path: Path | None, *, env_var: str) -> str:
+    """The bearer token a client command sends: the ``--token-file`` ``path`` when given,
+    else the environment variable ``env_var`` (surrounding whitespace dropped)."""
+    if path is not None:
+        try:
+            token = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--token-file: cannot read {path}: {exc}") from exc
+    else:
+        token = os.environ.get(env_var, "").strip()
+    if not token:
+        raise ConfigError(f"no bearer token: give --token-file or set {env_var}")
+    return token
+
+
+def load_token_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    """A PEM public key that verifies bearer tokens (EC P-256, as the issuers use)."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read a PEM public key: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ConfigError(f"{path}: token public keys must be EC P-256")
+    return key
 
 
 def log_event(event: str, **fields: object) -> None:

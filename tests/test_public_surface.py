@@ -63,10 +63,19 @@ SURFACE: dict[str, set[str]] = {
     "certs.cli_tsa": {"DEFAULT_LISTEN", "register_tsa", "run_tsa_serve"},
     "serai.cliutil": {
         "format_address",
+        "load_token_public_key",
         "log_event",
         "parse_listen",
+        "read_bearer_token",
         "read_passphrase",
         "termination_event",
+    },
+    "serai.rpcerrors": {
+        "MAX_TRAILER_CHARS",
+        "abort_with",
+        "error_from_rpc",
+        "error_trailer",
+        "internal_error",
     },
     "serai.cli": {"main"},
     "registry.model": {
