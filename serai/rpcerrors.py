@@ -23,6 +23,8 @@ __all__ = ["MAX_TRAILER_CHARS", "abort_with", "error_from_rpc", "error_trailer",
 #: Longest ``x-road-error`` value sent, in characters (ASCII, so also in bytes).
 MAX_TRAILER_CHARS: Final = 4096
 
+_CONTROL_ESCAPES: Final = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
 # The codes a status without a trailer is read back as; any other status is INTERNAL.
 _STATUS_CODES: Final = {
     grpc.StatusCode.UNAUTHENTICATED: ErrorCode.UNAUTHENTICATED,
@@ -37,10 +39,15 @@ _STATUS_CODES: Final = {
 
 def error_trailer(error: SeraiError) -> tuple[tuple[str, str]]:
     """The trailing metadata carrying ``error``: its ``x-road-error`` value with
-    non-ASCII characters backslash-escaped, cut to :data:`MAX_TRAILER_CHARS`."""
+    non-ASCII and control characters backslash-escaped, cut to :data:`MAX_TRAILER_CHARS`.
+
+    gRPC refuses a metadata value with a control character: the trailer and the status
+    are then never sent and the caller waits for its deadline.
+    """
     value = error.wire_value()
     if not value.isascii():
         value = value.encode("ascii", "backslashreplace").decode("ascii")
+    value = value.translate(_CONTROL_ESCAPES)
     return ((ERROR_METADATA_KEY, value[:MAX_TRAILER_CHARS]),)
 
 

@@ -114,6 +114,13 @@ async def test_non_ascii_message_is_escaped_not_lost(peer: Peer) -> None:
     assert error.message.isascii()
 
 
+async def test_control_characters_are_escaped_not_lost(peer: Peer) -> None:
+    message = "line one\nline two\ttabbed\r\x00\x7f end"
+    error = await peer.call(_REFUSE, code="invalid_request", origin="client", message=message)
+    assert error.code is ErrorCode.INVALID_REQUEST
+    assert error.message == "line one\\x0aline two\\x09tabbed\\x0d\\x00\\x7f end"
+
+
 async def test_over_long_message_is_cut_to_the_bound(peer: Peer) -> None:
     message = "x" * (3 * MAX_TRAILER_CHARS)
     error = await peer.call(_REFUSE, code="invalid_request", origin="client", message=message)
@@ -211,10 +218,12 @@ def test_trailer_codec_round_trip(code: ErrorCode, origin: Origin, message: str)
     ((key, value),) = error_trailer(sent)
     assert key == ERROR_METADATA_KEY
     assert value.isascii()
+    assert value.isprintable()
     assert len(value) <= MAX_TRAILER_CHARS
     back = error_from_rpc(_Trailed(((key, value),), sent.status), what="peer at h:1")
     assert (back.code, back.origin) == (code, origin)
     escaped = message.encode("ascii", "backslashreplace").decode("ascii")
+    escaped = "".join(f"\\x{ord(c):02x}" if not c.isprintable() else c for c in escaped)
     assert escaped.startswith(back.message)
-    if len(sent.wire_value()) <= MAX_TRAILER_CHARS and message.isascii():
+    if len(sent.wire_value()) <= MAX_TRAILER_CHARS and message.isascii() and message.isprintable():
         assert back.message == message
