@@ -51,15 +51,15 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from serai.cliutil import format_address, parse_listen
-from serai.errors import ConfigError, SeraiError
+from serai.errors import ConfigError
 from serai.identifiers import GatewayId, SubsystemId
+from serai.tomlconf import TomlReader, parse_toml, read_config_text, toml_string
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -131,7 +131,6 @@ _CLIENT_KEYS: Final = frozenset({"subsystem", "allow", "client_cert_sha256"})
 _PROVIDER_KEYS: Final = frozenset({"subsystem", "address", "log_mode"})
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
-_T = TypeVar("_T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -219,22 +218,12 @@ class GatewayConfig:
 
 def load_config(path: Path) -> GatewayConfig:
     """Read and validate ``path``; raises :class:`ConfigError`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such file (create one with `serai gateway init`)") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc}") from exc
-    return parse_config(path, text)
+    return parse_config(path, read_config_text(path, created_by="serai gateway init"))
 
 
 def parse_config(path: Path, text: str) -> GatewayConfig:
     """Validate ``text`` as if it were the file ``path`` (which need not exist yet)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return _Reader(path, data).config()
+    return _Reader(path, parse_toml(path, text)).config()
 
 
 def render_config(
@@ -253,69 +242,59 @@ def render_config(
     writes (``anchor.bin``, ``keys/…``; paths relative to its directory)."""
     lines = [
         "# Serai gateway configuration (written by `serai gateway init`; see docs/gateway.md)",
-        f"gateway_id = {_toml_str(gateway_id)}",
+        f"gateway_id = {toml_string(gateway_id)}",
         'anchor = "anchor.bin"',
         'globalconf_cache_dir = "globalconf"',
         f"globalconf_refresh_interval_s = {int(DEFAULT_GLOBALCONF_REFRESH_INTERVAL_S)}",
-        f"is_listen = {_toml_str(is_listen)}",
+        f"is_listen = {toml_string(is_listen)}",
         "is_tls = false",
-        f"peer_listen = {_toml_str(peer_listen)}",
-        f"admin_listen = {_toml_str(admin_listen)}",
-        f"peer_address = {_toml_str(peer_address)}",
+        f"peer_listen = {toml_string(peer_listen)}",
+        f"admin_listen = {toml_string(admin_listen)}",
+        f"peer_address = {toml_string(peer_address)}",
         'auth_key = "keys/auth.key"',
         'auth_certificate = "keys/auth.pem"',
         'signing_key = "keys/sign.key"',
         'signing_certificate = "keys/sign.pem"',
     ]
     if key_passphrase_file:
-        lines.append(f"key_passphrase_file = {_toml_str(key_passphrase_file)}")
+        lines.append(f"key_passphrase_file = {toml_string(key_passphrase_file)}")
     if acl_database_url:
-        lines.append(f"acl_database_url = {_toml_str(acl_database_url)}")
+        lines.append(f"acl_database_url = {toml_string(acl_database_url)}")
     else:
         lines.append('acl_database = "acl.db"')
     lines += [
         'token_signing_key = "keys/token.key"',
         'token_public_keys = ["keys/token.pub.pem"]',
-        f"token_audience = {_toml_str(f'serai-gateway:{gateway_id}')}",
+        f"token_audience = {toml_string(f'serai-gateway:{gateway_id}')}",
         f"max_message_bytes = {DEFAULT_MAX_MESSAGE_BYTES}",
         f"replay_window_s = {DEFAULT_REPLAY_WINDOW_S}",
         f"max_skew_s = {DEFAULT_MAX_SKEW_S}",
         f"default_timeout_s = {int(DEFAULT_TIMEOUT_S)}",
     ]
-    allow = ", ".join(_toml_str(a) for a in DEFAULT_CLIENT_ALLOW)
+    allow = ", ".join(toml_string(a) for a in DEFAULT_CLIENT_ALLOW)
     for subsystem in clients:
         lines += [
             "",
             "[[client]]",
-            f"subsystem = {_toml_str(subsystem)}",
+            f"subsystem = {toml_string(subsystem)}",
             f"allow = [{allow}]",
         ]
     for subsystem, address in providers:
         lines += [
             "",
             "[[provider]]",
-            f"subsystem = {_toml_str(subsystem)}",
-            f"address = {_toml_str(address)}",
+            f"subsystem = {toml_string(subsystem)}",
+            f"address = {toml_string(address)}",
             'log_mode = "full"',
         ]
     return "\n".join(lines) + "\n"
 
 
-class _Reader:
-    """Reads typed values out of the parsed TOML, each refusal naming file and key."""
-
-    def __init__(self, path: Path, data: dict[str, Any]) -> None:
-        self.path = path
-        self.base = path.parent.resolve()
-        self.data = data
-
-    def fail(self, key: str, expected: str) -> ConfigError:
-        return ConfigError(f"{self.path}: key {key!r}: {expected}")
+class _Reader(TomlReader):
+    """Reads ``gateway.toml``'s typed values, each refusal naming file and key."""
 
     def config(self) -> GatewayConfig:
-        unknown = sorted(set(self.data) - _KNOWN_KEYS)
-        if unknown:
-            raise self.fail(unknown[0], "unknown key (see docs/gateway.md for the keys)")
+        self.refuse_unknown(_KNOWN_KEYS, docs="docs/gateway.md")
         gateway_id = self.checked("gateway_id", GatewayId.parse, self.string("gateway_id"))
         acl_url = self.optional_string("acl_database_url")
         if acl_url is not None and not acl_url.startswith(("postgresql://", "postgres://")):
@@ -361,50 +340,7 @@ class _Reader:
             providers=self.providers(gateway_id),
         )
 
-    # -- scalar values ------------------------------------------------------------------
-
-    def checked(self, key: str, parse: Callable[[str], _T], value: str) -> _T:
-        try:
-            return parse(value)
-        except SeraiError as exc:
-            raise self.fail(key, exc.message) from exc
-
-    def string(self, key: str, data: dict[str, Any] | None = None, where: str = "") -> str:
-        value = (self.data if data is None else data).get(key)
-        if not isinstance(value, str) or not value:
-            raise self.fail(where or key, "expected a non-empty string")
-        return value
-
-    def optional_string(self, key: str) -> str | None:
-        return None if key not in self.data else self.string(key)
-
-    def string_list(self, key: str) -> list[str]:
-        value = self.data.get(key)
-        if (
-            not isinstance(value, list)
-            or not value
-            or not all(isinstance(v, str) and v for v in value)
-        ):
-            raise self.fail(key, "expected a non-empty list of non-empty strings")
-        return list(value)
-
-    def boolean(self, key: str, *, default: bool) -> bool:
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(key, "expected true or false")
-        return value
-
-    def integer(self, key: str, default: int) -> int:
-        value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.fail(key, "expected a positive integer")
-        return value
-
-    def number(self, key: str, default: float) -> float:
-        value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise self.fail(key, "expected a positive number of seconds")
-        return float(value)
+    # -- values only gateway.toml has ------------------------------------------------------
 
     def address(
         self,
@@ -439,10 +375,6 @@ class _Reader:
                 "other gateways reach this one at, HOST:PORT",
             )
         return peer_listen
-
-    def file(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.base / path
 
     # -- tables -------------------------------------------------------------------------
 
@@ -542,8 +474,3 @@ def _is_unspecified(host: str) -> bool:
         return ipaddress.ip_address(host).is_unspecified
     except ValueError:
         return False
-
-
-def _toml_str(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'

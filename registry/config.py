@@ -28,15 +28,13 @@ was expected. Loading reads only this file; key files are read by the command li
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final
 
 from serai.cliutil import format_address, parse_listen
-from serai.errors import ConfigError, SeraiError
 from serai.identifiers import parse_instance
+from serai.tomlconf import TomlReader, parse_toml, read_config_text, toml_string
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -84,8 +82,6 @@ _KNOWN_KEYS: Final = frozenset(
     }
 )
 
-_T = TypeVar("_T")
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SigningKeyPaths:
@@ -126,15 +122,8 @@ class RegistryConfig:
 
 def load_config(path: Path) -> RegistryConfig:
     """Read and validate ``path``; raises :class:`ConfigError`."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such file (create one with `serai registry init`)") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return _Reader(path, data).config()
+    text = read_config_text(path, created_by="serai registry init")
+    return _Reader(path, parse_toml(path, text)).config()
 
 
 def render_config(
@@ -150,20 +139,20 @@ def render_config(
     """The text of a new ``registry.toml`` (paths as given, relative to its directory)."""
     lines = [
         "# Serai registry configuration (written by `serai registry init`; see docs/registry.md)",
-        f"instance = {_toml_str(instance)}",
-        f"grpc_listen = {_toml_str(grpc_listen)}",
-        f"http_listen = {_toml_str(http_listen)}",
+        f"instance = {toml_string(instance)}",
+        f"grpc_listen = {toml_string(grpc_listen)}",
+        f"http_listen = {toml_string(http_listen)}",
     ]
     if database_url:
-        lines.append(f"database_url = {_toml_str(database_url)}")
+        lines.append(f"database_url = {toml_string(database_url)}")
     else:
         lines.append('database = "registry.db"')
     lines += [
         'publish_dir = "publish"',
         '# public_url = "https://conf.example.org/globalconf/v1/current"',
-        f"token_signing_key = {_toml_str(token_signing_key)}",
-        f"token_public_keys = [{_toml_str(token_public_key)}]",
-        f"token_audience = {_toml_str(f'serai-registry:{instance}')}",
+        f"token_signing_key = {toml_string(token_signing_key)}",
+        f"token_public_keys = [{toml_string(token_public_key)}]",
+        f"token_audience = {toml_string(f'serai-registry:{instance}')}",
         f"configuration_validity_s = {DEFAULT_VALIDITY_S}",
         f"regeneration_interval_s = {DEFAULT_REGENERATION_INTERVAL_S}",
         f"history_keep = {DEFAULT_HISTORY_KEEP}",
@@ -173,27 +162,17 @@ def render_config(
             "",
             "# configuration signing: the first entry signs; every certificate goes in the anchor",
             "[[configuration_signing]]",
-            f"key = {_toml_str(key)}",
-            f"certificate = {_toml_str(cert)}",
+            f"key = {toml_string(key)}",
+            f"certificate = {toml_string(cert)}",
         ]
     return "\n".join(lines) + "\n"
 
 
-class _Reader:
-    """Reads typed values out of the parsed TOML, each refusal naming file and key."""
-
-    def __init__(self, path: Path, data: dict[str, Any]) -> None:
-        self.path = path
-        self.base = path.parent.resolve()
-        self.data = data
-
-    def fail(self, key: str, expected: str) -> ConfigError:
-        return ConfigError(f"{self.path}: key {key!r}: {expected}")
+class _Reader(TomlReader):
+    """Reads ``registry.toml``'s typed values, each refusal naming file and key."""
 
     def config(self) -> RegistryConfig:
-        unknown = sorted(set(self.data) - _KNOWN_KEYS)
-        if unknown:
-            raise self.fail(unknown[0], "unknown key (see docs/registry.md for the keys)")
+        self.refuse_unknown(_KNOWN_KEYS, docs="docs/registry.md")
         instance = self.checked("instance", parse_instance, self.string("instance"))
         database_url = self.optional_string("database_url")
         if database_url is not None and not database_url.startswith(
@@ -206,7 +185,7 @@ class _Reader:
         if public_url is not None and not public_url.startswith(("http://", "https://")):
             raise self.fail("public_url", "expected an http(s) URL")
         token_key = self.optional_string("token_signing_key")
-        public_keys = self.string_list("token_public_keys", required=True)
+        public_keys = self.string_list("token_public_keys")
         passphrase = self.optional_string("key_passphrase_file")
         return RegistryConfig(
             path=self.path,
@@ -229,54 +208,11 @@ class _Reader:
             history_keep=self.integer("history_keep", DEFAULT_HISTORY_KEEP),
         )
 
-    def checked(self, key: str, parse: Callable[[str], _T], value: str) -> _T:
-        try:
-            return parse(value)
-        except SeraiError as exc:
-            raise self.fail(key, exc.message) from exc
-
-    def string(self, key: str) -> str:
-        value = self.data.get(key)
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, "expected a non-empty string")
-        return value
-
-    def optional_string(self, key: str) -> str | None:
-        return None if key not in self.data else self.string(key)
-
-    def string_list(self, key: str, *, required: bool) -> list[str]:
-        value = self.data.get(key)
-        if value is None and not required:
-            return []
-        if (
-            not isinstance(value, list)
-            or not value
-            or not all(isinstance(v, str) and v for v in value)
-        ):
-            raise self.fail(key, "expected a non-empty list of non-empty strings")
-        return list(value)
-
-    def integer(self, key: str, default: int) -> int:
-        value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.fail(key, "expected a positive integer")
-        return value
-
-    def number(self, key: str, default: float) -> float:
-        value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise self.fail(key, "expected a positive number of seconds")
-        return float(value)
-
     def listen(self, key: str, default: str) -> tuple[str, int]:
         value = self.data.get(key, default)
         if not isinstance(value, str):
             raise self.fail(key, "expected HOST:PORT")
         return self.checked(key, parse_listen, value)
-
-    def file(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.base / path
 
     def signing(self) -> tuple[SigningKeyPaths, ...]:
         key = "configuration_signing"
@@ -302,8 +238,3 @@ class _Reader:
                 )
             )
         return tuple(result)
-
-
-def _toml_str(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'

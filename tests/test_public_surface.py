@@ -70,6 +70,7 @@ SURFACE: dict[str, set[str]] = {
         "read_passphrase",
         "termination_event",
     },
+    "serai.tomlconf": {"TomlReader", "parse_toml", "read_config_text", "toml_string"},
     "serai.rpcerrors": {
         "MAX_TRAILER_CHARS",
         "abort_with",
