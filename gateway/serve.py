@@ -1,0 +1,305 @@
+"""``serai gateway serve --config FILE``: one gateway process on one event loop.
+
+:func:`run_gateway` starts, in order:
+
+1. the files ``gateway.toml`` names (keys, certificates, anchor), read in a thread;
+2. the global configuration client (cache, then a refresh loop); the ports open only
+   once a valid configuration is held, since the peer port trusts its approved CAs
+   (``gateway_waiting_for_globalconf`` is logged meanwhile, and the wait is retried);
+3. the access-rights store, in one worker thread shared with the admin API, and the
+   policy the runtime reads (re-read after each admin change and every few seconds);
+4. the exchange runtime (IS port, peer port) with the replay guard, the message log
+   and a stapled OCSP response for the member's signing certificate (responder from
+   the certificate's AIA, else its approved CA's in the configuration); an OCSP
+   responder that is down at start is retried;
+5. the admin API (JWT bearer tokens).
+
+Then ``gateway_listening`` is logged with the three addresses, and SIGINT or SIGTERM
+stops everything gracefully (``gateway_stopped``). Every event is a JSON line on
+stderr.
+
+Known limits: the message log is the in-memory one (the durable log comes with the
+message-log issue, and ``gateway_message_log`` says so at start); the IS port is
+plaintext only (``is_tls = true`` is refused); the peer port's approved CAs are those
+of the configuration held at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+
+from certs.ocsp_client import OCSPClient
+from gateway._assembly import (
+    AdminChangeSignal,
+    FollowedPolicy,
+    LoadedFiles,
+    load_files,
+    ocsp_url_for,
+    settings_from_config,
+)
+from gateway._settings import GatewaySettings
+from gateway.admin import AdminServer, RuntimeStatus
+from gateway.cli import open_acl_store, token_verifier
+from gateway.commit import InMemoryExchangeLog
+from gateway.config import GatewayConfig, load_config
+from gateway.replay import ReplayGuard
+from gateway.runtime import GatewayRuntime, StapledOCSP
+from gateway.signing import HeaderSigner
+from registry.client import GlobalConfigurationClient
+from registry.snapshot import ConfigurationSnapshot
+from serai.cliutil import format_address, log_event, termination_event
+from serai.errors import SeraiError
+
+__all__ = ["register_serve", "run_gateway"]
+
+#: Seconds between checks for a valid global configuration before the ports open.
+_GLOBALCONF_WAIT_S: Final = 1.0
+#: Seconds between attempts to start the runtime when OCSP cannot be had yet.
+_START_RETRY_S: Final = 2.0
+
+
+def register_serve(gateway_subparsers: Any) -> None:
+    """Add ``serve --config FILE`` to the ``serai gateway`` subcommands."""
+    serve = gateway_subparsers.add_parser(
+        "serve",
+        help="run the gateway: IS port, peer port and admin API",
+        description="Run a gateway until SIGINT or SIGTERM (see docs/gateway.md).",
+    )
+    serve.add_argument("--config", required=True, type=Path, help="gateway.toml")
+    serve.set_defaults(handler=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    settings_from_config(config)  # refuse what cannot run before anything starts
+    asyncio.run(run_gateway(config))
+    return 0
+
+
+async def run_gateway(config: GatewayConfig) -> None:
+    """Run the gateway ``config`` describes until SIGINT or SIGTERM (module docstring)."""
+    with termination_event() as stop:
+        async with contextlib.AsyncExitStack() as stack:
+            if not await _serve(config, stop, stack):
+                log_event("gateway_stopped", gateway_id=str(config.gateway_id), started=False)
+                return
+            await stop.wait()
+            log_event("gateway_stopping", gateway_id=str(config.gateway_id))
+    log_event("gateway_stopped", gateway_id=str(config.gateway_id), started=True)
+
+
+async def _serve(
+    config: GatewayConfig, stop: asyncio.Event, stack: contextlib.AsyncExitStack
+) -> bool:
+    """Start every part, registering its stop on ``stack``; ``False`` when ``stop`` was
+    set before the ports opened."""
+    settings = settings_from_config(config)
+    files = await asyncio.to_thread(load_files, config)
+
+    globalconf = GlobalConfigurationClient(
+        anchor=files.anchor,
+        cache_dir=config.globalconf_cache_dir,
+        refresh_interval_s=config.globalconf_refresh_interval_s,
+    )
+    await globalconf.start()
+    stack.push_async_callback(globalconf.stop)
+    logged: set[str] = set()
+    snapshot = await _until(
+        stop, lambda: _valid_configuration(globalconf, logged), _GLOBALCONF_WAIT_S
+    )
+    if snapshot is None:
+        return False
+
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gateway-acl-store")
+    stack.callback(executor.shutdown, wait=True)
+    loop = asyncio.get_running_loop()
+    store = await loop.run_in_executor(executor, open_acl_store, config)
+    stack.callback(executor.submit, store.close)
+    initial = await loop.run_in_executor(executor, store.policy)
+    policy = FollowedPolicy(store=store, initial=initial, executor=executor)
+    _background(stack, policy.run(), "acl-policy")
+
+    log = InMemoryExchangeLog()
+    log_event(
+        "gateway_message_log",
+        kind="in-memory",
+        message="records are kept in memory until the durable message log lands; "
+        "they are lost when the process stops",
+    )
+    ocsp_client = OCSPClient()
+    stack.push_async_callback(ocsp_client.aclose)
+    runtime = await _start_runtime(
+        config=config,
+        files=files,
+        snapshot=snapshot,
+        globalconf=globalconf,
+        policy=policy,
+        log=log,
+        settings=settings,
+        ocsp_client=ocsp_client,
+        stop=stop,
+    )
+    if runtime is None:
+        return False
+    stack.push_async_callback(runtime.stop)
+
+    admin = AdminServer(
+        gateway_id=config.gateway_id,
+        store=store,
+        log=AdminChangeSignal(log=log, policy=policy),
+        verifier=token_verifier(config),
+        providers=[p.subsystem for p in config.providers],
+        listen=config.admin_listen,
+        status=lambda: _status(globalconf, log),
+        executor=executor,
+    )
+    await admin.start()
+    stack.push_async_callback(admin.stop)
+
+    is_host, peer_host, admin_host = (
+        config.is_listen[0],
+        config.peer_listen[0],
+        config.admin_listen[0],
+    )
+    log_event(
+        "gateway_listening",
+        gateway_id=str(config.gateway_id),
+        **{
+            "is": format_address(is_host, runtime.is_port),
+            "peer": format_address(peer_host, runtime.peer_port),
+            "admin": format_address(admin_host, admin.port),
+        },
+        globalconf_serial=snapshot.serial,
+        acl_generation=initial.generation,
+    )
+    return True
+
+
+async def _start_runtime(
+    *,
+    config: GatewayConfig,
+    files: LoadedFiles,
+    snapshot: ConfigurationSnapshot,
+    globalconf: GlobalConfigurationClient,
+    policy: FollowedPolicy,
+    log: InMemoryExchangeLog,
+    settings: GatewaySettings,
+    ocsp_client: OCSPClient,
+    stop: asyncio.Event,
+) -> GatewayRuntime | None:
+    """Start the runtime, retrying while its first OCSP response cannot be had."""
+    leaf, issuer = files.signing_chain[0], files.signing_chain[1]
+    stapled = StapledOCSP(
+        client=ocsp_client,
+        certificate=leaf,
+        issuer=issuer,
+        url=ocsp_url_for(leaf, issuer, snapshot),
+    )
+    signer = HeaderSigner(
+        key=files.signing_key, certificate_chain=files.signing_chain, ocsp_response=stapled
+    )
+    while True:
+        runtime = GatewayRuntime(
+            gateway_id=config.gateway_id,
+            auth_key_pem=files.auth_key_pem,
+            auth_chain_pem=files.auth_chain_pem,
+            signer=signer,
+            configuration=globalconf,
+            policies=policy,
+            log=log,
+            replay=ReplayGuard(
+                window_s=float(config.replay_window_s), max_skew_s=float(config.max_skew_s)
+            ),
+            settings=settings,
+            ocsp=stapled,
+        )
+        try:
+            await runtime.start()
+        except SeraiError as exc:
+            await runtime.stop(0)
+            log_event(
+                "gateway_start_retry",
+                code=exc.code.value,
+                message=exc.message,
+                retry_in_s=_START_RETRY_S,
+            )
+        else:
+            return runtime
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=_START_RETRY_S)
+        if stop.is_set():
+            return None
+
+
+def _valid_configuration(
+    globalconf: GlobalConfigurationClient, logged: set[str]
+) -> ConfigurationSnapshot | None:
+    """The configuration in force, or ``None`` (logged once per refusal code)."""
+    try:
+        return globalconf.current()
+    except SeraiError as exc:
+        if exc.code.value not in logged:
+            logged.add(exc.code.value)
+            log_event("gateway_waiting_for_globalconf", code=exc.code.value, message=exc.message)
+        return None
+
+
+async def _until(
+    stop: asyncio.Event,
+    attempt: Callable[[], ConfigurationSnapshot | None],
+    interval_s: float,
+) -> ConfigurationSnapshot | None:
+    """``attempt()`` until it returns a value, checking every ``interval_s``; ``None``
+    once ``stop`` is set."""
+    while not stop.is_set():
+        value = attempt()
+        if value is not None:
+            return value
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+    return None
+
+
+def _background(stack: contextlib.AsyncExitStack, work: Awaitable[None], name: str) -> None:
+    task: asyncio.Task[None] = asyncio.ensure_future(work)
+    task.set_name(name)
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(cancel)
+
+
+def _status(globalconf: GlobalConfigurationClient, log: InMemoryExchangeLog) -> RuntimeStatus:
+    status = globalconf.status()
+    return RuntimeStatus(
+        globalconf_serial=status.serial or 0,
+        globalconf_generated_at=status.generated_at,
+        globalconf_expires_at=status.expires_at,
+        log_size=len(log),
+        ready=not status.expired,
+        not_ready_reasons=("no valid global configuration",) if status.expired else (),
+    )
+
+
+if __name__ == "__main__":  # `python -m gateway.serve --config FILE`, until cli.py hooks it in
+    import sys
+
+    parser = argparse.ArgumentParser(prog="serai gateway")
+    register_serve(parser.add_subparsers(dest="gateway_command", required=True))
+    arguments = parser.parse_args(["serve", *sys.argv[1:]])
+    try:
+        sys.exit(arguments.handler(arguments))
+    except SeraiError as error:
+        print(f"serai: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,318 @@
+"""Two gateways as an operator runs them: every part a real process on loopback.
+
+PKI and OCSP responder, registry, an echo provider IS (``tools/echo_provider.py``),
+a consumer gateway (UZ/GOV/MINJUST, client ``property``) and a provider gateway
+(UZ/GOV/CADASTRE, provider ``registry``), set up only with ``serai`` commands; a plain
+grpcio client plays the consumer IS. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+import gateway._assembly
+import gateway.serve
+from gateway._assembly import settings_from_config
+from gateway.config import parse_config, render_config
+from registry.codec import decode_anchor, decode_configuration
+from registry.signing import verify_signed_configuration
+from serai.errors import ConfigError
+
+SERAI = [sys.executable, "-m", "serai.cli"]
+ECHO = [sys.executable, str(Path(__file__).parent.parent / "tools" / "echo_provider.py")]
+PROPERTY = "UZ/GOV/MINJUST/property"
+REGISTRY = "UZ/GOV/CADASTRE/registry"
+GET_PARCEL = "/cadastre.v1.Cadastre/GetParcel"
+_WAIT_S = 90.0
+
+
+def serai(*args: str | Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [*SERAI, *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=env,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"serai {args} failed: {result.stderr}")
+    return result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def gateway_serve() -> list[str]:
+    """``serai gateway serve`` once gateway/cli.py registers it, else the same handler."""
+    probe = subprocess.run(
+        [*SERAI, "gateway", "serve", "--help"], capture_output=True, check=False, timeout=60
+    )
+    if probe.returncode == 0:
+        return [*SERAI, "gateway", "serve"]
+    return [sys.executable, "-m", "gateway.serve"]
+
+
+class Process:
+    """A long-running process and the JSON event lines it writes (stderr or stdout)."""
+
+    def __init__(self, argv: list[str], *, events_on_stdout: bool = False) -> None:
+        self.process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if events_on_stdout else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if events_on_stdout else subprocess.PIPE,
+            text=True,
+        )
+        stream = self.process.stdout if events_on_stdout else self.process.stderr
+        assert stream is not None
+        self._stream = stream
+        self.events: queue.Queue[dict[str, object]] = queue.Queue()
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self.lines.append(line)
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                self.events.put(event)
+
+    def wait_for(self, event: str) -> dict[str, object]:
+        deadline = time.monotonic() + _WAIT_S
+        while True:
+            try:
+                item = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {event} event; output: {''.join(self.lines)}") from None
+            if item.get("event") == event:
+                return item
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        self._reader.join(timeout=30)
+        self._stream.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    started: list[Process] = []
+    try:
+        yield started
+    finally:
+        for process in reversed(started):
+            process.kill()
+
+
+def start(processes: list[Process], argv: list[str], **kwargs: bool) -> Process:
+    process = Process(argv, **kwargs)
+    processes.append(process)
+    return process
+
+
+def call(
+    address: str, method: str, body: bytes, *, metadata: tuple[tuple[str, str], ...] = ()
+) -> tuple[grpc.StatusCode, bytes | None, str, dict[str, str]]:
+    """Call ``method`` as a plain grpcio client: status, body, details, all metadata."""
+    with grpc.insecure_channel(address) as channel:
+        stub = channel.unary_unary(method, None, None)
+        try:
+            answer, state = stub.with_call(
+                body,
+                metadata=(("x-road-client", PROPERTY), ("x-road-service", REGISTRY), *metadata),
+                timeout=60,
+            )
+        except grpc.RpcError as exc:
+            failed: grpc.Call = exc  # type: ignore[assignment]  # a RpcError is also a Call
+            found = text_metadata(failed.initial_metadata(), failed.trailing_metadata())
+            return failed.code(), None, failed.details() or "", found
+        found = text_metadata(state.initial_metadata(), state.trailing_metadata())
+        return grpc.StatusCode.OK, answer, "", found
+
+
+def text_metadata(*groups: object) -> dict[str, str]:
+    """Text metadata of every group as one dict."""
+    found: dict[str, str] = {}
+    for group in groups:
+        for key, value in group or ():  # type: ignore[attr-defined]  # a metadata sequence
+            if isinstance(value, str):
+                found[key] = value
+    return found
+
+
+def wait_until_published(anchor_path: Path, gateways: set[str]) -> None:
+    anchor = decode_anchor(anchor_path.read_bytes())
+    deadline = time.monotonic() + _WAIT_S
+    while True:
+        with urllib.request.urlopen(anchor.download_url, timeout=30) as response:
+            envelope = response.read()
+        data = verify_signed_configuration(
+            envelope, signing_certificates=anchor.signing_certificates
+        )
+        listed = {str(g.id) for g in decode_configuration(data).federation.gateways}
+        if gateways <= listed:
+            return
+        assert time.monotonic() < deadline, f"the registry never published {gateways}"
+        time.sleep(0.5)
+
+
+def test_two_gateway_processes_exchange(processes: list[Process], tmp_path: Path) -> None:
+    ocsp_port = free_port()
+    pki = tmp_path / "pki"
+    serai(
+        "pki",
+        "init",
+        "--dir",
+        pki,
+        "--instance",
+        "UZ",
+        "--ocsp-url",
+        f"http://127.0.0.1:{ocsp_port}/",
+    )
+    ocsp = start(
+        processes,
+        [*SERAI, "pki", "ocsp", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{ocsp_port}"],
+    )
+    ocsp.wait_for("ocsp_listening")
+
+    reg = tmp_path / "reg"
+    serai(
+        "registry", "init", "--dir", reg, "--instance", "UZ", "--pki", pki,
+        "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen", f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    registry = start(
+        processes, [*SERAI, "registry", "serve", "--config", str(reg / "registry.toml")]
+    )
+    listening = registry.wait_for("registry_listening")
+    token = tmp_path / "registry.jwt"
+    serai(
+        "registry", "token", "issue", "--config", reg / "registry.toml",
+        "--role", "registry-admin", "--subject", "alice", "--out", token,
+    )  # fmt: skip
+    env = {
+        **os.environ,
+        "SERAI_REGISTRY": str(listening["grpc"]),
+        "SERAI_REGISTRY_TOKEN": token.read_text().strip(),
+    }
+    for member, name, subsystem in (
+        ("UZ/GOV/MINJUST", "Ministry of Justice", PROPERTY),
+        ("UZ/GOV/CADASTRE", "Cadastre Agency", REGISTRY),
+    ):
+        serai("registry", "member", "add", member, "--name", name, env=env)
+        serai("registry", "subsystem", "add", subsystem, env=env)
+    anchor = tmp_path / "anchor.bin"
+    serai("registry", "anchor", "--config", reg / "registry.toml", "--out", anchor)
+
+    echo = start(processes, [*ECHO, "--listen", "127.0.0.1:0"], events_on_stdout=True)
+    echo_address = str(echo.wait_for("echo_listening")["listen"])
+
+    gateways = {}
+    for name, gateway_id, role in (
+        ("consumer", "UZ/GOV/MINJUST/gw:main", ["--client", PROPERTY]),
+        ("provider", "UZ/GOV/CADASTRE/gw:main", ["--provider", f"{REGISTRY}={echo_address}"]),
+    ):
+        out = serai(
+            "gateway", "init", "--dir", tmp_path / name, "--gateway-id", gateway_id,
+            "--pki", pki, "--anchor", anchor, "--peer-listen", f"127.0.0.1:{free_port()}",
+            "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *role,
+        )  # fmt: skip
+        command = next(line for line in out.splitlines() if "serai registry gateway add" in line)
+        serai(*shlex.split(command)[1:], env=env)  # what `gateway init` says to run
+        gateways[name] = tmp_path / name / "gateway.toml"
+    wait_until_published(anchor, {"UZ/GOV/MINJUST/gw:main", "UZ/GOV/CADASTRE/gw:main"})
+
+    serve = gateway_serve()
+    consumer = start(processes, [*serve, "--config", str(gateways["consumer"])])
+    provider = start(processes, [*serve, "--config", str(gateways["provider"])])
+    assert consumer.wait_for("gateway_message_log")["kind"] == "in-memory"
+    consumer_at = consumer.wait_for("gateway_listening")
+    provider_at = provider.wait_for("gateway_listening")
+
+    admin_token = tmp_path / "gateway.jwt"
+    serai(
+        "gateway", "token", "issue", "--config", gateways["provider"],
+        "--role", "gateway-admin", "--subject", "alice", "--out", admin_token,
+    )  # fmt: skip
+    acl = ("--gateway", str(provider_at["admin"]), "--token-file", str(admin_token))
+    serai("acl", "grant", REGISTRY, GET_PARCEL, PROPERTY, *acl)
+    serai("acl", "grant", REGISTRY, "echo.v1.Echo", PROPERTY, *acl)
+    assert GET_PARCEL in serai("acl", "list", REGISTRY, *acl)
+
+    is_port = str(consumer_at["is"])
+    body = os.urandom(1024)
+    code, answer, _, metadata = call(is_port, GET_PARCEL, body)
+    assert code is grpc.StatusCode.OK
+    assert answer == body
+    assert metadata["x-road-id"]
+    assert len(bytes.fromhex(metadata["x-road-request-hash"])) == 32
+
+    code, answer, _, metadata = call(is_port, "/cadastre.v1.Cadastre/DeleteParcel", body)
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert metadata["x-road-error"].startswith("client:access_denied:")
+
+    code, answer, details, metadata = call(is_port, "/echo.v1.Echo/Fail", b"x")
+    assert code is grpc.StatusCode.NOT_FOUND
+    assert details == "echo: failing as asked"
+    assert "x-road-error" not in metadata
+
+    for process, stopped in (
+        (consumer, "gateway_stopped"),
+        (provider, "gateway_stopped"),
+        (echo, "echo_stopped"),
+        (registry, "registry_stopped"),
+        (ocsp, "ocsp_stopped"),
+    ):
+        assert process.terminate() == 0, "".join(process.lines)
+        process.wait_for(stopped)
+
+
+def test_serve_refuses_a_tls_is_port(tmp_path: Path) -> None:
+    config = parse_config(
+        tmp_path / "gateway.toml",
+        render_config(gateway_id="UZ/GOV/STC/gw:main", peer_address="127.0.0.1:5501").replace(
+            "is_tls = false", "is_tls = true"
+        ),
+    )
+    with pytest.raises(ConfigError, match="'is_tls': a TLS IS port is not supported yet"):
+        settings_from_config(config)
+
+
+def test_public_surface() -> None:
+    assert set(gateway.serve.__all__) == {"register_serve", "run_gateway"}
+    assert set(gateway._assembly.__all__) == {
+        "DEFAULT_POLICY_POLL_S",
+        "AdminChangeSignal",
+        "FollowedPolicy",
+        "LoadedFiles",
+        "load_files",
+        "ocsp_url_for",
+        "settings_from_config",
+    }
