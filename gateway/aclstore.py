@@ -2,8 +2,8 @@
 
 :class:`SqlAclStore` keeps :class:`~gateway.acl.AccessRule` rows in SQLite (embedded,
 the default) or PostgreSQL (several gateway nodes of one agency sharing their rules),
-through the same SQL and connection adapters as the registry's store
-(:mod:`registry._sqldialect`).
+through the same SQL and connection adapters and transaction handling as the registry's
+store (:mod:`registry._sqldialect`, :func:`registry._sqlcore._transaction_on`).
 
 Guarantees, for both databases:
 
@@ -53,6 +53,7 @@ import psycopg
 from gateway.acl import AccessPolicy, AccessRule, AccessTarget
 from gateway.commit import LogRecord
 from gateway.errors import GatewayError
+from registry._sqlcore import _transaction_on
 from registry._sqldialect import (
     _POSTGRES,
     _SQLITE,
@@ -319,20 +320,10 @@ class SqlAclStore:
                     code=ErrorCode.INTERNAL,
                     origin=Origin.GATEWAY,
                 )
-            db = self._conn
-            try:
-                db.begin(write=write)
-                try:
-                    yield db
-                except BaseException:
-                    with contextlib.suppress(*self._dialect.errors):
-                        db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except self._dialect.errors as exc:
-                with contextlib.suppress(*self._dialect.errors):
-                    db.execute("ROLLBACK")
-                raise _internal(operation, exc) from exc
+            with _transaction_on(
+                self._conn, self._dialect, operation, write=write, internal=_internal
+            ) as db:
+                yield db
 
     def _now(self) -> dt.datetime:
         now = self._clock()

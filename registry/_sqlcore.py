@@ -5,7 +5,8 @@ opens (and on opening sets up) the database, and runs each change as one write
 transaction that first increments the audit counter row (on PostgreSQL its row lock
 serialises writers), then applies the change, then appends its audit entry. Driver
 errors become ``internal`` refusals naming the operation; a rolled-back change leaves
-no trace, audit counter included.
+no trace, audit counter included. :func:`_transaction_on`, the transaction itself, is
+shared with the gateway's access-rights store (:mod:`gateway.aclstore`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from registry._sqlschema import _create_or_check
 from registry.errors import RegistryError
 from registry.model import check_name
 from registry.store import AuditEntry, Change
-from serai.errors import ErrorCode, Origin
+from serai.errors import ErrorCode, Origin, SeraiError
 
 Clock = Callable[[], dt.datetime]
 
@@ -112,20 +113,10 @@ class _SqlStoreCore:
                     code=ErrorCode.INTERNAL,
                     origin=Origin.GATEWAY,
                 )
-            db = self._conn
-            try:
-                db.begin(write=write)
-                try:
-                    yield db
-                except BaseException:
-                    with contextlib.suppress(*self._dialect.errors):
-                        db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except self._dialect.errors as exc:
-                with contextlib.suppress(*self._dialect.errors):
-                    db.execute("ROLLBACK")
-                raise _internal(operation, exc) from exc
+            with _transaction_on(
+                self._conn, self._dialect, operation, write=write, internal=_internal
+            ) as db:
+                yield db
 
     def _now(self) -> dt.datetime:
         now = self._clock()
@@ -140,3 +131,31 @@ class _SqlStoreCore:
     def _check_instance(self, what: str, instance: str) -> None:
         if instance != self._instance:
             raise _refuse(ErrorCode.INVALID_REQUEST, f"{what} is not of instance {self._instance}")
+
+
+@contextlib.contextmanager
+def _transaction_on(
+    db: _Connection,
+    dialect: _Dialect,
+    operation: str,
+    *,
+    write: bool,
+    internal: Callable[[str, Exception], SeraiError],
+) -> Iterator[_Connection]:
+    """One transaction on ``db``: committed when the block ends, rolled back when it
+    raises. A driver error, in the block or at BEGIN or COMMIT, becomes
+    ``internal(operation, exc)``. The caller holds the lock that serialises ``db``'s use
+    (also used by :class:`gateway.aclstore.SqlAclStore`)."""
+    try:
+        db.begin(write=write)
+        try:
+            yield db
+        except BaseException:
+            with contextlib.suppress(*dialect.errors):
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    except dialect.errors as exc:
+        with contextlib.suppress(*dialect.errors):
+            db.execute("ROLLBACK")
+        raise internal(operation, exc) from exc
