@@ -57,6 +57,7 @@ from gateway.config import (
 from registry.codec import decode_anchor
 from serai.cliutil import (
     format_address,
+    issue_token,
     load_token_public_key,
     parse_listen,
     read_bearer_token,
@@ -65,7 +66,7 @@ from serai.cliutil import (
 from serai.errors import ConfigError, SeraiError
 from serai.identifiers import GatewayId, SubsystemId, parse_subject
 from serai.rpcerrors import error_from_rpc
-from serai.tokens import DEFAULT_LIFETIME_S, TokenIssuer, TokenVerifier
+from serai.tokens import DEFAULT_LIFETIME_S, TokenVerifier
 from serai_proto.admin.v1 import admin_pb2 as pb
 from serai_proto.admin.v1 import admin_pb2_grpc as pb_grpc
 
@@ -320,19 +321,16 @@ def _cmd_token_issue(args: argparse.Namespace) -> int:
     key = load_private_key(
         config.token_signing_key, passphrase=read_passphrase(config.key_passphrase_file)
     )
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ConfigError(f"{config.token_signing_key}: token keys must be EC P-256")
-    issuer = TokenIssuer(key=key, issuer=f"serai-gateway:{config.gateway_id}")
-    token = issuer.issue(
-        subject=args.subject, roles=[args.role], audience=config.token_audience, lifetime_s=args.ttl
+    issue_token(
+        key,
+        key_path=config.token_signing_key,
+        issuer=f"serai-gateway:{config.gateway_id}",
+        audience=config.token_audience,
+        subject=args.subject,
+        role=args.role,
+        lifetime_s=args.ttl,
+        out=args.out,
     )
-    if args.out is None:
-        print(token)
-        return 0
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(token + "\n")
-    print(f"wrote {args.role} token for {args.subject!r} to {args.out} (valid {args.ttl} s)")
     return 0
 
 

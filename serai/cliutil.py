@@ -1,6 +1,6 @@
 """Helpers for the command-line edge shared by every ``serai`` service command:
-listen addresses, passphrase and bearer-token files, token public keys, start/stop
-event lines, and waiting for a termination signal."""
+listen addresses, passphrase and bearer-token files, issuing tokens and reading their
+public keys, start/stop event lines, and waiting for a termination signal."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from serai.errors import ConfigError
+from serai.tokens import TokenIssuer
 
 __all__ = [
     "format_address",
+    "issue_token",
     "load_token_public_key",
     "log_event",
     "parse_listen",
@@ -82,6 +84,34 @@ def load_token_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise ConfigError(f"{path}: token public keys must be EC P-256")
     return key
+
+
+def issue_token(
+    key: object,
+    *,
+    key_path: Path,
+    issuer: str,
+    audience: str,
+    subject: str,
+    role: str,
+    lifetime_s: int,
+    out: Path | None,
+) -> None:
+    """``serai … token issue``: mint a token for ``subject`` with ``role`` signed by
+    ``key`` (read from ``key_path``; must be EC P-256), and print it, or write it to
+    ``out`` (mode 0600) and say so."""
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{key_path}: token keys must be EC P-256")
+    token = TokenIssuer(key=key, issuer=issuer).issue(
+        subject=subject, roles=[role], audience=audience, lifetime_s=lifetime_s
+    )
+    if out is None:
+        print(token)
+        return
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(token + "\n")
+    print(f"wrote {role} token for {subject!r} to {out} (valid {lifetime_s} s)")
 
 
 def log_event(event: str, **fields: object) -> None:

@@ -63,6 +63,7 @@ SURFACE: dict[str, set[str]] = {
     "certs.cli_tsa": {"DEFAULT_LISTEN", "register_tsa", "run_tsa_serve"},
     "serai.cliutil": {
         "format_address",
+        "issue_token",
         "load_token_public_key",
         "log_event",
         "parse_listen",
