@@ -83,11 +83,12 @@ def register(subparsers: Any) -> None:
     """Add ``serai gateway …`` and ``serai acl …`` to the top-level parser."""
     gateway = subparsers.add_parser(
         "gateway",
-        help="a security server: set it up and mint admin tokens",
-        description="Set up a gateway (see docs/gateway.md).",
+        help="a security server: set it up, run it, mint admin tokens",
+        description="Set up and run a gateway (see docs/gateway.md).",
     )
     sub = gateway.add_subparsers(dest="gateway_command", metavar="SUBCOMMAND", required=True)
     _register_init(sub)
+    _register_serve(sub)
     _register_token(sub)
     acl = subparsers.add_parser(
         "acl",
@@ -95,6 +96,13 @@ def register(subparsers: Any) -> None:
         description="Grant, revoke and list access rights (see docs/gateway.md).",
     )
     _register_acl(acl.add_subparsers(dest="acl_command", metavar="SUBCOMMAND", required=True))
+
+
+def _register_serve(sub: Any) -> None:
+    # gateway.serve builds on this module's helpers, so it is imported when registering.
+    from gateway.serve import register_serve  # noqa: PLC0415
+
+    register_serve(sub)
 
 
 def open_acl_store(config: GatewayConfig) -> SqlAclStore:

@@ -288,18 +288,3 @@ def _status(globalconf: GlobalConfigurationClient, log: InMemoryExchangeLog) -> 
         ready=not status.expired,
         not_ready_reasons=("no valid global configuration",) if status.expired else (),
     )
-
-
-if __name__ == "__main__":  # `python -m gateway.serve --config FILE`, until cli.py hooks it in
-    import sys
-
-    parser = argparse.ArgumentParser(prog="serai gateway")
-    register_serve(parser.add_subparsers(dest="gateway_command", required=True))
-    arguments = parser.parse_args(["serve", *sys.argv[1:]])
-    try:
-        sys.exit(arguments.handler(arguments))
-    except SeraiError as error:
-        print(f"serai: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)

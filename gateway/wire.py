@@ -19,6 +19,7 @@ from typing import Any, Final
 import grpc
 
 from serai.errors import ERROR_METADATA_KEY, ErrorCode, Origin, SeraiError
+from serai.rpcerrors import error_trailer as trailer_for
 
 __all__ = [
     "MESSAGE_ID_KEY",
@@ -73,7 +74,7 @@ async def refusing(
     try:
         yield
     except SeraiError as exc:
-        trailers = (*(exchange or ()), (ERROR_METADATA_KEY, _ascii(exc.wire_value())))
+        trailers = (*(exchange or ()), *trailer_for(exc))
         _LOG.info("%s refused: %s", side, exc)
         await context.abort(exc.status, _ascii(exc.message), trailers)
     except PassThrough as exc:
@@ -83,7 +84,7 @@ async def refusing(
     except Exception:  # noqa: BLE001  (the last line of defence: log, answer INTERNAL)
         _LOG.exception("%s: unexpected error", side)
         error = SeraiError("internal error", code=ErrorCode.INTERNAL, origin=Origin.GATEWAY)
-        trailers = (*(exchange or ()), (ERROR_METADATA_KEY, error.wire_value()))
+        trailers = (*(exchange or ()), *trailer_for(error))
         await context.abort(grpc.StatusCode.INTERNAL, "internal error", trailers)
 
 

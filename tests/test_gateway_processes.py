@@ -62,13 +62,8 @@ def free_port() -> int:
 
 
 def gateway_serve() -> list[str]:
-    """``serai gateway serve`` once gateway/cli.py registers it, else the same handler."""
-    probe = subprocess.run(
-        [*SERAI, "gateway", "serve", "--help"], capture_output=True, check=False, timeout=60
-    )
-    if probe.returncode == 0:
-        return [*SERAI, "gateway", "serve"]
-    return [sys.executable, "-m", "gateway.serve"]
+    """The command an operator runs: ``serai gateway serve``."""
+    return [*SERAI, "gateway", "serve"]
 
 
 class Process:
