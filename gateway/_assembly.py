@@ -60,10 +60,12 @@ class LoadedFiles:
     signing_key: PrivateKey
     signing_chain: tuple[x509.Certificate, ...]  # leaf first, then its issuer(s)
     anchor: TrustAnchor
+    is_client_ca_pem: bytes | None = None  # with is_tls: the IS client CA(s), PEM
 
 
 def load_files(config: GatewayConfig) -> LoadedFiles:
-    """Read keys (with ``key_passphrase_file``), certificate chains and the anchor."""
+    """Read keys (with ``key_passphrase_file``), certificate chains, the anchor and, with
+    ``is_tls``, the IS client CA (``is_client_ca``)."""
     passphrase = read_passphrase(config.key_passphrase_file)
     auth_key = load_private_key(config.auth_key, passphrase=passphrase)
     auth_chain = load_certificate_chain(config.auth_certificate)
@@ -87,6 +89,13 @@ def load_files(config: GatewayConfig) -> LoadedFiles:
             f"{config.path}: key 'anchor': the anchor of instance {anchor.instance}, "
             f"not {config.instance}"
         )
+    is_client_ca_pem = None
+    if config.is_client_ca is not None:
+        try:
+            client_cas = load_certificate_chain(config.is_client_ca)
+        except SeraiError as exc:
+            raise ConfigError(f"{config.path}: key 'is_client_ca': {exc.message}") from exc
+        is_client_ca_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in client_cas)
     return LoadedFiles(
         auth_key_pem=auth_key.private_bytes(
             serialization.Encoding.PEM,
@@ -97,20 +106,28 @@ def load_files(config: GatewayConfig) -> LoadedFiles:
         signing_key=signing_key,
         signing_chain=signing_chain,
         anchor=anchor,
+        is_client_ca_pem=is_client_ca_pem,
     )
 
 
-def settings_from_config(config: GatewayConfig) -> GatewaySettings:
-    """The runtime's settings; refuses what the runtime cannot do yet (a TLS IS port)."""
-    if config.is_tls:
-        raise ConfigError(
-            f"{config.path}: key 'is_tls': a TLS IS port is not supported yet; set it to false"
-        )
+def settings_from_config(
+    config: GatewayConfig, *, is_client_ca_pem: bytes | None = None
+) -> GatewaySettings:
+    """The runtime's settings; with ``is_tls``, ``is_client_ca_pem`` is required (the
+    file ``is_client_ca`` as :func:`load_files` read it)."""
+    if config.is_tls and is_client_ca_pem is None:
+        raise ConfigError(f"{config.path}: key 'is_client_ca': the IS client CA was not loaded")
     return GatewaySettings(
         is_listen=format_address(*config.is_listen),
         peer_listen=format_address(*config.peer_listen),
         clients=tuple(
-            ClientSettings(subsystem=c.subsystem, allowed_addresses=tuple(str(n) for n in c.allow))
+            ClientSettings(
+                subsystem=c.subsystem,
+                allowed_addresses=tuple(str(n) for n in c.allow),
+                client_cert_sha256=(
+                    None if c.client_cert_sha256 is None else bytes.fromhex(c.client_cert_sha256)
+                ),
+            )
             for c in config.clients
         ),
         providers=tuple(
@@ -120,6 +137,7 @@ def settings_from_config(config: GatewayConfig) -> GatewaySettings:
         max_message_bytes=config.max_message_bytes,
         max_skew_s=float(config.max_skew_s),
         default_deadline_s=config.default_timeout_s,
+        is_client_ca_pem=is_client_ca_pem if config.is_tls else None,
     )
 
 

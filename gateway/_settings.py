@@ -57,13 +57,17 @@ class PolicySource(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientSettings:
-    """A client subsystem whose IS may call this gateway's IS port, and from where.
+    """A client subsystem whose IS may call this gateway's IS port, and how it is known.
 
-    ``allowed_addresses`` are IP addresses or networks (``127.0.0.1``, ``10.0.0.0/8``).
+    ``allowed_addresses`` are IP addresses or networks (``127.0.0.1``, ``10.0.0.0/8``);
+    ``client_cert_sha256`` is the SHA-256 of the DER client certificate its IS presents
+    on a TLS IS port. Each check applies when it is configured; with neither, no IS may
+    speak for the subsystem.
     """
 
     subsystem: SubsystemId
     allowed_addresses: tuple[str, ...]
+    client_cert_sha256: bytes | None = None
     networks: tuple[Network, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +75,8 @@ class ClientSettings:
             nets = tuple(ipaddress.ip_network(a, strict=False) for a in self.allowed_addresses)
         except ValueError as exc:
             raise ConfigError(f"client {self.subsystem}: allowed address: {exc}") from exc
+        if self.client_cert_sha256 is not None and len(self.client_cert_sha256) != 32:
+            raise ConfigError(f"client {self.subsystem}: client_cert_sha256 must be 32 bytes")
         object.__setattr__(self, "networks", nets)
 
     def allows(self, address: str) -> bool:
@@ -92,7 +98,13 @@ class ProviderSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewaySettings:
-    """The transport settings of one gateway."""
+    """The transport settings of one gateway.
+
+    ``is_client_ca_pem`` switches the IS port to TLS: the gateway's authentication key
+    and certificate serve it, and every IS must present a client certificate chaining to
+    these PEM roots (not the federation's approved CAs: IS certificates are internal to
+    the member). ``None``, the default, is a plaintext IS port.
+    """
 
     is_listen: str = "127.0.0.1:0"
     peer_listen: str = "127.0.0.1:0"
@@ -104,10 +116,18 @@ class GatewaySettings:
     default_deadline_s: float = DEFAULT_DEADLINE_S
     peer_connect_timeout_s: float = 5.0
     stop_grace_s: float = 5.0
+    is_client_ca_pem: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1:
             raise ConfigError("max_message_bytes must be positive")
+        if self.is_client_ca_pem is None:
+            pinned = [str(c.subsystem) for c in self.clients if c.client_cert_sha256 is not None]
+            if pinned:
+                raise ConfigError(
+                    f"client {pinned[0]}: a client certificate needs a TLS IS port "
+                    "(is_client_ca_pem)"
+                )
         if self.max_skew_s <= 0 or self.default_deadline_s <= 0:
             raise ConfigError("max_skew_s and default_deadline_s must be positive")
 

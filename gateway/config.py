@@ -8,7 +8,8 @@ directory holding the file)::
     globalconf_cache_dir = "globalconf"
     globalconf_refresh_interval_s = 60
     is_listen = "127.0.0.1:5500"          # information systems (plaintext unless is_tls)
-    # is_tls = false                      # true: TLS with the auth certificate on the IS port
+    # is_tls = false                      # true: TLS with the auth certificate on the IS port,
+    # is_client_ca = "keys/is-ca.pem"     #   IS client certificates required, issued by this CA
     peer_listen = "127.0.0.1:5501"        # other gateways (TLS 1.3, client certificates)
     admin_listen = "127.0.0.1:5502"       # admin API (JWT bearer tokens)
     peer_address = "127.0.0.1:5501"       # what the registry lists for this gateway
@@ -30,7 +31,7 @@ directory holding the file)::
     [[client]]                            # a subsystem whose IS calls out through us
     subsystem = "UZ/GOV/STC/tax"
     allow = ["127.0.0.1", "::1"]          # IS addresses (IPs or CIDRs)
-    # client_cert_sha256 = "ab12..."      # mTLS on the IS port (needs is_tls = true)
+    # client_cert_sha256 = "ab12..."      # the IS's client certificate (needs is_tls = true)
 
     [[provider]]                          # a subsystem whose IS we serve to others
     subsystem = "UZ/GOV/STC/tax"
@@ -106,6 +107,7 @@ _KNOWN_KEYS: Final = frozenset(
         "globalconf_refresh_interval_s",
         "is_listen",
         "is_tls",
+        "is_client_ca",
         "peer_listen",
         "admin_listen",
         "peer_address",
@@ -145,8 +147,8 @@ class LogMode(enum.StrEnum):
 class ClientConfig:
     """A consumer subsystem whose information system calls out through this gateway.
 
-    The IS is let in when its address is in ``allow`` or, on a TLS IS port, when its
-    client certificate's SHA-256 is ``client_cert_sha256`` (lowercase hex).
+    The IS is let in when its address is in ``allow`` (if given) and, on a TLS IS port,
+    its client certificate's SHA-256 is ``client_cert_sha256`` (lowercase hex; if given).
     """
 
     subsystem: SubsystemId
@@ -182,6 +184,7 @@ class GatewayConfig:
     globalconf_refresh_interval_s: float
     is_listen: tuple[str, int]
     is_tls: bool
+    is_client_ca: Path | None
     peer_listen: tuple[str, int]
     admin_listen: tuple[str, int]
     peer_address: tuple[str, int]
@@ -307,6 +310,7 @@ class _Reader(TomlReader):
         token_key = self.optional_string("token_signing_key")
         passphrase = self.optional_string("key_passphrase_file")
         is_tls = self.boolean("is_tls", default=False)
+        is_client_ca = self.is_client_ca(is_tls=is_tls)
         return GatewayConfig(
             path=self.path,
             gateway_id=gateway_id,
@@ -319,6 +323,7 @@ class _Reader(TomlReader):
             ),
             is_listen=self.address("is_listen", DEFAULT_IS_LISTEN, any_port=True),
             is_tls=is_tls,
+            is_client_ca=is_client_ca,
             peer_listen=peer_listen,
             admin_listen=self.address("admin_listen", DEFAULT_ADMIN_LISTEN, any_port=True),
             peer_address=self.peer_address(peer_listen),
@@ -363,6 +368,18 @@ class _Reader(TomlReader):
         if port == 0 and not any_port:
             raise self.fail(name, f"{expected}, got {value!r}")
         return host, port
+
+    def is_client_ca(self, *, is_tls: bool) -> Path | None:
+        value = self.optional_string("is_client_ca")
+        if is_tls and value is None:
+            raise self.fail(
+                "is_client_ca",
+                "needed when is_tls = true: a PEM file of the CA(s) that issue the "
+                "information systems' client certificates",
+            )
+        if not is_tls and value is not None:
+            raise self.fail("is_client_ca", "IS client certificates need is_tls = true")
+        return None if value is None else self.file(value)
 
     def peer_address(self, peer_listen: tuple[str, int]) -> tuple[str, int]:
         if "peer_address" in self.data:

@@ -6,10 +6,13 @@ gateway's IS port, with the body as raw bytes (it never parses bodies). In order
 1. The body is at most ``max_message_bytes`` (``message_too_large``), before any work.
 2. ``x-road-client`` and ``x-road-service`` are present and valid identifiers
    (``invalid_identifier``); the method path is the call's own.
-3. This gateway serves the client subsystem in its settings (``unknown_client``), the
-   IS's address is on that subsystem's allow-list (``client_not_authenticated``), and
-   the global configuration in force lists this gateway as serving it
-   (``unknown_client``).
+3. This gateway serves the client subsystem in its settings (``unknown_client``); the
+   IS is that subsystem's (``client_not_authenticated``): on a TLS IS port whose
+   settings pin a client certificate for the subsystem, the SHA-256 of the DER
+   certificate the handshake verified must be the pinned one, and when the subsystem
+   has an address allow-list the IS's address must be on it (both, when both are
+   configured); and the global configuration in force lists this gateway as serving
+   it (``unknown_client``).
 4. The provider subsystem has registered gateways (``unknown_service``).
 5. The request header is built and signed with the client member's key; the
    ``REQUEST_SENT`` record is committed *while* the request travels (DESIGN §6), and
@@ -52,6 +55,7 @@ from gateway.errors import GatewayError
 from gateway.headers import request_header_for
 from gateway.peers import PeerPool, PeerUnreachableError
 from gateway.signing import SignedHeader, verify_response
+from gateway.tlsconf import peer_certificate_sha256
 from gateway.wire import (
     MESSAGE_ID_KEY,
     REQUEST_HASH_KEY,
@@ -111,7 +115,7 @@ class ConsumerSide:
         service = ServiceId.for_method(subsystem=provider, method_path=method)
         message_id = metadata.get(MESSAGE_ID_KEY) or str(uuid.uuid4())
         exchange.append((MESSAGE_ID_KEY, _ascii_only(message_id)))
-        self._authenticate(client, context.peer())
+        self._authenticate(client, context)
         snapshot = self._parts.configuration.current()
         if self._parts.gateway_id not in {g.id for g in snapshot.gateways_serving(client)}:
             raise GatewayError(
@@ -183,7 +187,7 @@ class ConsumerSide:
         context.set_trailing_metadata(tuple(exchange))
         return response.body
 
-    def _authenticate(self, client: SubsystemId, peer: str) -> None:
+    def _authenticate(self, client: SubsystemId, context: _Context) -> None:
         served = self._settings.client(client)
         if served is None:
             raise GatewayError(
@@ -191,6 +195,17 @@ class ConsumerSide:
                 code=ErrorCode.UNKNOWN_CLIENT,
                 origin=Origin.CLIENT,
             )
+        peer = context.peer()
+        if served.client_cert_sha256 is not None:
+            presented = peer_certificate_sha256(context.auth_context())
+            if presented != served.client_cert_sha256:
+                raise GatewayError(
+                    f"the IS at {peer} did not present the client certificate of {client}",
+                    code=ErrorCode.CLIENT_NOT_AUTHENTICATED,
+                    origin=Origin.CLIENT,
+                )
+            if not served.allowed_addresses:
+                return
         address = _peer_ip(peer)
         if address is None or not served.allows(address):
             raise GatewayError(

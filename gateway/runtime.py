@@ -3,9 +3,12 @@
 :class:`GatewayRuntime` is built from already-loaded parts (the command-line edge reads
 files and TOML; nothing here does) and serves:
 
-- the **IS port**, plaintext, where any unary method is forwarded as raw bytes by its
-  path (:class:`gateway.consumer.ConsumerSide`), IS authentication by address
-  allow-list per client subsystem;
+- the **IS port**, where any unary method is forwarded as raw bytes by its path
+  (:class:`gateway.consumer.ConsumerSide`): plaintext by default, IS authentication
+  by address allow-list per client subsystem; or, when the settings carry
+  ``is_client_ca_pem``, TLS with our authentication key and certificate, a client
+  certificate required (chaining to that CA), and per client subsystem the pinned
+  SHA-256 of its IS's certificate and/or its address allow-list;
 - the **peer port**, TLS with client certificates required and verified against the
   approved roots of the configuration in force at :meth:`GatewayRuntime.start`,
   serving ``serai.transport.v1.Transport/Exchange``
@@ -14,8 +17,8 @@ files and TOML; nothing here does) and serves:
 
 Known limits: the peer port's roots are fixed at start (a registry change of approved
 CAs needs a restart; ``grpc.dynamic_ssl_server_credentials`` would lift it); TLS 1.3
-cannot be enforced from grpcio (see :mod:`gateway.tlsconf`); the IS port has no mTLS
-option yet.
+cannot be enforced from grpcio (see :mod:`gateway.tlsconf`), on either port; the IS
+port's client CA and certificate pins are fixed at start.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from gateway.peers import ChannelPool, PeerPool
 from gateway.provider import ProviderSide
 from gateway.replay import ReplayGuard
 from gateway.signing import HeaderSigner
-from gateway.tlsconf import certificates_pem, server_credentials
+from gateway.tlsconf import certificates_pem, is_server_credentials, server_credentials
 from serai.identifiers import GatewayId
 
 __all__ = [
@@ -186,7 +189,17 @@ class GatewayRuntime:
         is_server = grpc.aio.server(options=options)
         await _add_health(is_server)
         is_server.add_generic_rpc_handlers((_ForwardAny(consumer.handle),))
-        self._is_port = is_server.add_insecure_port(settings.is_listen)
+        if settings.is_client_ca_pem is None:
+            self._is_port = is_server.add_insecure_port(settings.is_listen)
+        else:
+            self._is_port = is_server.add_secure_port(
+                settings.is_listen,
+                is_server_credentials(
+                    key_pem=self._auth_key_pem,
+                    chain_pem=self._auth_chain_pem,
+                    client_ca_pem=settings.is_client_ca_pem,
+                ),
+            )
 
         peer_server = grpc.aio.server(options=options)
         await _add_health(peer_server)
@@ -206,9 +219,10 @@ class GatewayRuntime:
         await peer_server.start()
         self._is_server, self._peer_server = is_server, peer_server
         _LOG.info(
-            "gateway %s serving: IS port %d, peer port %d",
+            "gateway %s serving: IS port %d (%s), peer port %d",
             self._parts.gateway_id,
             self._is_port,
+            "plaintext" if settings.is_client_ca_pem is None else "TLS",
             self._peer_port,
         )
 

@@ -2,7 +2,8 @@
 
 :func:`run_gateway` starts, in order:
 
-1. the files ``gateway.toml`` names (keys, certificates, anchor), read in a thread;
+1. the files ``gateway.toml`` names (keys, certificates, anchor, the IS client CA with
+   ``is_tls``), read in a thread;
 2. the global configuration client (cache, then a refresh loop); the ports open only
    once a valid configuration is held, since the peer port trusts its approved CAs
    (``gateway_waiting_for_globalconf`` is logged meanwhile, and the wait is retried);
@@ -19,9 +20,8 @@ stops everything gracefully (``gateway_stopped``). Every event is a JSON line on
 stderr.
 
 Known limits: the message log is the in-memory one (the durable log comes with the
-message-log issue, and ``gateway_message_log`` says so at start); the IS port is
-plaintext only (``is_tls = true`` is refused); the peer port's approved CAs are those
-of the configuration held at start.
+message-log issue, and ``gateway_message_log`` says so at start); the peer port's
+approved CAs, and the IS port's client CA, are those held at start.
 """
 
 from __future__ import annotations
@@ -77,7 +77,6 @@ def register_serve(gateway_subparsers: Any) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    settings_from_config(config)  # refuse what cannot run before anything starts
     asyncio.run(run_gateway(config))
     return 0
 
@@ -99,8 +98,8 @@ async def _serve(
 ) -> bool:
     """Start every part, registering its stop on ``stack``; ``False`` when ``stop`` was
     set before the ports opened."""
-    settings = settings_from_config(config)
     files = await asyncio.to_thread(load_files, config)
+    settings = settings_from_config(config, is_client_ca_pem=files.is_client_ca_pem)
 
     globalconf = GlobalConfigurationClient(
         anchor=files.anchor,

@@ -1,4 +1,5 @@
-"""TLS for the peer port: credentials, the peer's certificate, and pinning (DESIGN §4 hop 2).
+"""TLS for the peer port: credentials, the peer's certificate, and pinning (DESIGN §4 hop 2);
+and the credentials of a TLS IS port (:func:`is_server_credentials`).
 
 What it guarantees, with what grpcio 1.75 lets a Python program do:
 
@@ -47,7 +48,7 @@ import ipaddress
 import os
 import ssl
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -62,6 +63,7 @@ __all__ = [
     "ProbeContext",
     "certificates_pem",
     "fetch_peer_certificate",
+    "is_server_credentials",
     "peer_certificate_sha256",
     "pinned_channel_credentials",
     "server_credentials",
@@ -87,6 +89,16 @@ def server_credentials(
     """Peer-port credentials: our auth chain; client certificates required, to ``roots``."""
     return grpc.ssl_server_credentials(
         [(key_pem, chain_pem)], root_certificates=roots_pem, require_client_auth=True
+    )
+
+
+def is_server_credentials(
+    *, key_pem: bytes, chain_pem: bytes, client_ca_pem: bytes
+) -> grpc.ServerCredentials:
+    """IS-port credentials (TLS IS port): our auth chain; an IS client certificate is
+    required and must chain to ``client_ca_pem`` (the member's own IS CA)."""
+    return grpc.ssl_server_credentials(
+        [(key_pem, chain_pem)], root_certificates=client_ca_pem, require_client_auth=True
     )
 
 
@@ -122,9 +134,9 @@ def target_name_of(certificate_der: bytes) -> str:
     )
 
 
-def peer_certificate_sha256(auth_context: dict[str, list[bytes]]) -> bytes | None:
+def peer_certificate_sha256(auth_context: Mapping[str, Iterable[bytes]]) -> bytes | None:
     """SHA-256 of the DER client certificate of a TLS call, or None (no TLS, no cert)."""
-    pems = auth_context.get(_AUTH_CERT_KEY) or []
+    pems = list(auth_context.get(_AUTH_CERT_KEY) or ())
     if not pems:
         return None
     der = x509.load_pem_x509_certificate(pems[0]).public_bytes(serialization.Encoding.DER)

@@ -14,6 +14,11 @@ that is not its registered one. With ``down_gateway=True`` the configuration als
 registers ``UZ/GOV/CADASTRE/gw:a-down`` for the registry, first in order, at an
 address where nothing listens.
 
+With ``is_client_ca_pem`` the consumer's IS port is TLS (client certificates of that
+CA required) and ``property_cert_sha256`` pins the certificate of ``property``'s IS
+(``property_allow`` replaces its address allow-list); ``Harness.channel`` is then
+plaintext and refused, so callers pass their own TLS channel to :meth:`Harness.call`.
+
 The echo provider answers every method with the request body, except
 ``/cadastre.v1.Cadastre/Fail`` (aborts with NOT_FOUND, a message and rich details) and
 ``/cadastre.v1.Cadastre/Slow`` (sleeps ``SLOW_S`` first). It records every call.
@@ -216,6 +221,7 @@ class Harness:
         message_id: str | None = None,
         deadline_s: float = 30.0,
         extra: Sequence[tuple[str, str]] = (),
+        channel: grpc.aio.Channel | None = None,
     ) -> Result:
         """Call ``method`` on the consumer gateway's IS port as a plain grpcio client."""
         metadata = list(extra)
@@ -225,7 +231,7 @@ class Harness:
             metadata.append(("x-road-service", service))
         if message_id is not None:
             metadata.append(("x-road-id", message_id))
-        call = self.channel.unary_unary(method, None, None)
+        call = (channel or self.channel).unary_unary(method, None, None)
         invocation = call(body, metadata=tuple(metadata), timeout=deadline_s)
         try:
             answer: bytes = await invocation
@@ -254,7 +260,13 @@ def trailers_of(metadata: Any) -> dict[str, str]:
 
 @asynccontextmanager
 async def federation(
-    tmp_path: Path, *, down_gateway: bool = False, impostor: bool = False
+    tmp_path: Path,
+    *,
+    down_gateway: bool = False,
+    impostor: bool = False,
+    is_client_ca_pem: bytes | None = None,
+    property_cert_sha256: bytes | None = None,
+    property_allow: tuple[str, ...] = ("127.0.0.1",),
 ) -> AsyncIterator[Harness]:
     """The whole federation, started; stopped on exit (module docstring)."""
     async with AsyncExitStack() as stack:
@@ -408,10 +420,15 @@ async def federation(
             consumer_port,
             {
                 "clients": (
-                    ClientSettings(subsystem=PROPERTY, allowed_addresses=("127.0.0.1",)),
+                    ClientSettings(
+                        subsystem=PROPERTY,
+                        allowed_addresses=property_allow,
+                        client_cert_sha256=property_cert_sha256,
+                    ),
                     ClientSettings(subsystem=ARCHIVE, allowed_addresses=("10.1.2.3",)),
                 ),
                 "max_message_bytes": 64 * 1024,
+                "is_client_ca_pem": is_client_ca_pem,
             },
             consumer_log,
             policy,

@@ -100,6 +100,7 @@ def test_tables(tmp_path: Path) -> None:
         MINIMAL
         + """
 is_tls = true
+is_client_ca = "keys/is-ca.pem"
 is_listen = "0.0.0.0:5500"
 peer_listen = "[::]:5501"
 peer_address = "[2001:db8::1]:443"
@@ -159,6 +160,9 @@ REFUSALS: list[tuple[str, str, str, str]] = [
     ("is_listen", 'is_listen = "localhost"', "is_listen", "HOST:PORT"),
     ("is_listen port", 'is_listen = "h:70000"', "is_listen", "HOST:PORT"),
     ("is_tls", 'is_tls = "yes"', "is_tls", "true or false"),
+    ("is_client_ca needed", "is_tls = true", "is_client_ca", "needed when is_tls = true"),
+    ("is_client_ca without tls", 'is_client_ca = "ca.pem"', "is_client_ca", "is_tls = true"),
+    ("is_client_ca empty", 'is_tls = true\nis_client_ca = ""', "is_client_ca", "non-empty"),
     ("peer_listen", "peer_listen = 5501", "peer_listen", "HOST:PORT"),
     ("admin_listen", 'admin_listen = ":5502"', "admin_listen", "HOST:PORT"),
     ("peer_address port 0", 'peer_address = "gw:0"', "peer_address", "port from 1"),
@@ -231,7 +235,8 @@ REFUSALS: list[tuple[str, str, str, str]] = [
     ),
     (
         "client fingerprint short",
-        'is_tls = true\n[[client]]\nsubsystem = "UZ/GOV/STC/a"\nclient_cert_sha256 = "abcd"',
+        'is_tls = true\nis_client_ca = "ca.pem"\n'
+        '[[client]]\nsubsystem = "UZ/GOV/STC/a"\nclient_cert_sha256 = "abcd"',
         "client[0].client_cert_sha256",
         "64 hex",
     ),

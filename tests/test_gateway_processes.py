@@ -289,15 +289,16 @@ def test_two_gateway_processes_exchange(processes: list[Process], tmp_path: Path
         process.wait_for(stopped)
 
 
-def test_serve_refuses_a_tls_is_port(tmp_path: Path) -> None:
+def test_serve_needs_the_is_client_ca_of_a_tls_is_port(tmp_path: Path) -> None:
     config = parse_config(
         tmp_path / "gateway.toml",
         render_config(gateway_id="UZ/GOV/STC/gw:main", peer_address="127.0.0.1:5501").replace(
-            "is_tls = false", "is_tls = true"
+            "is_tls = false", 'is_tls = true\nis_client_ca = "keys/is-ca.pem"'
         ),
     )
-    with pytest.raises(ConfigError, match="'is_tls': a TLS IS port is not supported yet"):
+    with pytest.raises(ConfigError, match="'is_client_ca': the IS client CA was not loaded"):
         settings_from_config(config)
+    assert settings_from_config(config, is_client_ca_pem=b"PEM").is_client_ca_pem == b"PEM"
 
 
 def test_public_surface() -> None:
