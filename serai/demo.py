@@ -1,15 +1,20 @@
-"""``serai demo``: run the federation's trust services end to end and show each step.
+"""``serai demo``: run the federation end to end and show each step.
 
-Until the gateways exist, the demo runs what they stand on, as real processes on
-loopback: it creates a development PKI for instance ``UZ``, starts ``serai pki ocsp
-serve`` and ``serai pki tsa serve``, issues the signing and gateway certificates of the
-three agencies of the reference scenario, validates each one with a live OCSP answer,
-revokes a compromised key and shows it refused, and time-stamps a document, checking
-the token both with Serai and with ``openssl ts -verify``. Then it sets up and starts
+The demo runs every part as a real process on loopback: it creates a development PKI
+for instance ``UZ``, starts ``serai pki ocsp serve`` and ``serai pki tsa serve``,
+issues the signing and gateway certificates of the three agencies of the reference
+scenario, validates each one with a live OCSP answer, revokes a compromised key and
+shows it refused, and time-stamps a document, checking the token both with Serai and
+with ``openssl ts -verify``. Then it sets up and starts
 the registry, registers the three agencies through its command line, exports the trust
 anchor, and shows a gateway downloading, verifying and querying the signed global
-configuration, and refusing a tampered copy. It exits non-zero if any step does not
-turn out as it should.
+configuration, and refusing a tampered copy. Finally it sets up two gateways with
+``serai gateway init`` (the Ministry of Justice's as consumer, the Cadastre's as
+provider in front of ``tools/echo_provider.py``), registers them as ``gw:edge``,
+starts them with ``serai gateway serve``, grants one method with ``serai acl grant``,
+and calls the Cadastre through both gateways as a plain gRPC client: the answer comes
+back with its message id and request hash, an ungranted method is refused, and a
+replayed message id is refused. It exits non-zero if any step does not turn out as it should.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -83,7 +90,8 @@ def register(subparsers: Any) -> None:
     demo.add_argument(
         "--keep-running",
         action="store_true",
-        help="leave the OCSP responder, TSA and registry running until Ctrl-C",
+        help="leave the OCSP responder, TSA, registry, echo provider and both gateways "
+        "running until Ctrl-C",
     )
     demo.set_defaults(handler=_cmd_demo)
 
@@ -169,13 +177,19 @@ def _run(workdir: Path, *, keep_running: bool) -> int:
                 f"registry pid {registry_proc.pid}: management API on 127.0.0.1:"
                 f"{grpc_port}, configuration on http://127.0.0.1:{http_port}/"
             )
-            _register_federation(registry_dir, grpc_port, workdir, report)
+            admin_env = _register_federation(registry_dir, grpc_port, workdir, report)
             asyncio.run(_gateway_view(registry_dir, workdir, report))
-            if keep_running and report.failures == 0:
-                print("\nOCSP responder, TSA and registry keep running; Ctrl-C stops them.")
-                with contextlib.suppress(KeyboardInterrupt):
-                    while all(p.poll() is None for p in (ocsp_proc, tsa_proc, registry_proc)):
-                        time.sleep(0.5)
+            with contextlib.ExitStack() as stack:
+                running = _exchange(pki, workdir, admin_env, stack, report)
+                if keep_running and report.failures == 0:
+                    print(
+                        "\nOCSP responder, TSA, registry, echo provider and both gateways "
+                        "keep running; Ctrl-C stops them."
+                    )
+                    everything = (ocsp_proc, tsa_proc, registry_proc, *running)
+                    with contextlib.suppress(KeyboardInterrupt):
+                        while all(p.poll() is None for p in everything):
+                            time.sleep(0.5)
     print()
     if report.failures:
         print(f"demo: {report.failures} of {len(report.steps)} checks FAILED")
@@ -275,7 +289,8 @@ async def _scenario(pki: PKIDirectory, workdir: Path, report: _Report) -> None:
 
 def _register_federation(
     registry_dir: Path, grpc_port: int, workdir: Path, report: _Report
-) -> None:
+) -> dict[str, str]:
+    """Register the agencies; returns the environment of the registry-admin commands."""
     config = registry_dir / "registry.toml"
     tokens = {}
     for role, subject in (("registry-admin", "demo-operator"), ("observer", "demo-auditor")):
@@ -356,6 +371,7 @@ def _register_federation(
     )
     anchor = _serai("registry", "anchor", "--config", config, "--out", workdir / "anchor")
     report.check(anchor.returncode == 0, f"trust anchor exported to {workdir / 'anchor'}")
+    return admin_env
 
 
 async def _gateway_view(registry_dir: Path, workdir: Path, report: _Report) -> None:
@@ -410,6 +426,193 @@ async def _gateway_view(registry_dir: Path, workdir: Path, report: _Report) -> N
             report.check(False, "a tampered configuration was accepted")
 
 
+#: The consumer and the provider subsystem of the exchange, and the granted method.
+_PROPERTY = "UZ/GOV/MINJUST/property"
+_REGISTRY = "UZ/GOV/CADASTRE/registry"
+_GET_PARCEL = "/cadastre.v1.Cadastre/GetParcel"
+#: How long to wait for a process to report it is ready (generous: a busy 2-core machine).
+_READY_S = 90.0
+_ECHO_PROVIDER = Path(__file__).resolve().parent.parent / "tools" / "echo_provider.py"
+
+
+def _exchange(
+    pki: PKIDirectory,
+    workdir: Path,
+    admin_env: dict[str, str],
+    stack: contextlib.ExitStack,
+    report: _Report,
+) -> list[subprocess.Popen[bytes]]:
+    """Step 9; returns the processes it started (``stack`` stops them)."""
+    print("\n9. A signed exchange through two gateways")
+    if not _ECHO_PROVIDER.is_file():
+        raise SeraiError(f"{_ECHO_PROVIDER} not found: run the demo from a source checkout")
+    echo_log = workdir / "echo-provider.log"
+    echo = stack.enter_context(
+        _spawn([sys.executable, str(_ECHO_PROVIDER), "--listen", "127.0.0.1:0"], echo_log)
+    )
+    echo_at = str(_wait_for_event(echo, echo_log, "echo_listening")["listen"])
+    report.note(f"the Cadastre's information system (echo provider) pid {echo.pid} on {echo_at}")
+    configs: dict[str, Path] = {}
+    registered = True
+    for name, gateway_id, role in (
+        ("minjust", "UZ/GOV/MINJUST/gw:edge", ["--client", _PROPERTY]),
+        ("cadastre", "UZ/GOV/CADASTRE/gw:edge", ["--provider", f"{_REGISTRY}={echo_at}"]),
+    ):
+        folder = workdir / "gateways" / name
+        init = _serai(
+            "gateway", "init", "--dir", folder, "--gateway-id", gateway_id,
+            "--pki", pki.root, "--anchor", workdir / "anchor",
+            "--peer-listen", f"127.0.0.1:{_free_port()}",
+            "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *role,
+        )  # fmt: skip
+        if init.returncode != 0:
+            raise SeraiError(f"serai gateway init failed: {init.stderr.strip()}")
+        command = next(
+            (line for line in init.stdout.splitlines() if "serai registry gateway add" in line),
+            None,
+        )
+        if command is None:
+            raise SeraiError(f"serai gateway init printed no registry command: {init.stdout}")
+        added = _serai(*shlex.split(command)[1:], env=admin_env)  # what `gateway init` says
+        report.check(
+            added.returncode == 0,
+            f"{gateway_id}: set up in gateways/{name}, registered with the certificate "
+            "it issued" + ("" if added.returncode == 0 else f": {added.stderr.strip()}"),
+        )
+        configs[name] = folder / "gateway.toml"
+        registered = registered and added.returncode == 0
+    report.note("gw:edge sorts before gw:main (step 7's stand-ins), so gw:edge is called first")
+    serial = asyncio.run(
+        _wait_until_published(workdir, {"UZ/GOV/MINJUST/gw:edge", "UZ/GOV/CADASTRE/gw:edge"})
+    )
+    report.check(serial is not None, f"configuration serial {serial} lists both gw:edge gateways")
+    if not registered or serial is None:
+        return [echo]  # the gateways could not start
+    serve = [sys.executable, "-m", "serai.cli", "gateway", "serve", "--config"]
+    running = [echo]
+    for name in ("minjust", "cadastre"):  # both start at once; each is waited for below
+        log = workdir / f"gateway-{name}.log"
+        running.append(stack.enter_context(_spawn([*serve, str(configs[name])], log)))
+    # On the way out, SIGTERM all of them first, so that they stop side by side.
+    stack.callback(_terminate_all, running)
+    listening: dict[str, dict[str, object]] = {}
+    for name, proc in zip(("minjust", "cadastre"), running[1:], strict=True):
+        log = workdir / f"gateway-{name}.log"
+        listening[name] = event = _wait_for_event(proc, log, "gateway_listening")
+        report.note(
+            f"{event['gateway_id']} pid {proc.pid}: IS port {event['is']}, "
+            f"peer port {event['peer']}, admin API {event['admin']}"
+        )
+
+    admin_token = workdir / "gateways" / "cadastre-admin.token"
+    issued = _serai(
+        "gateway", "token", "issue", "--config", configs["cadastre"],
+        "--role", "gateway-admin", "--subject", "demo-operator", "--out", admin_token,
+    )  # fmt: skip
+    if issued.returncode != 0:
+        raise SeraiError(f"serai gateway token issue failed: {issued.stderr.strip()}")
+    granted = _serai(
+        "acl", "grant", _REGISTRY, _GET_PARCEL, _PROPERTY,
+        "--gateway", str(listening["cadastre"]["admin"]), "--token-file", admin_token,
+    )  # fmt: skip
+    report.check(
+        granted.returncode == 0,
+        f"the Cadastre grants {_GET_PARCEL} to {_PROPERTY}"
+        + ("" if granted.returncode == 0 else f": {granted.stderr.strip()}"),
+    )
+
+    is_port = str(listening["minjust"]["is"])
+    request = json.dumps({"parcel": "10:01:02:03:0004"}).encode()
+    message_id = f"minjust-{os.urandom(8).hex()}"
+    code, answer, found = _is_call(is_port, _GET_PARCEL, request, message_id)
+    report.check(
+        code is grpc.StatusCode.OK and answer == request,
+        f"the property-registration IS calls {_GET_PARCEL} on {is_port}: {code.name}, "
+        f"answer {answer.decode(errors='replace') if answer is not None else '-'}",
+    )
+    report.check(
+        found.get("x-road-id") == message_id,
+        f"x-road-id {found.get('x-road-id', 'missing')}",
+    )
+    digest = found.get("x-road-request-hash", "")
+    report.check(
+        len(digest) == 64,
+        f"x-road-request-hash {digest[:16] or 'missing'}... (SHA-256 of the signed request)",
+    )
+    method = "/cadastre.v1.Cadastre/DeleteParcel"
+    code, _, found = _is_call(is_port, method, request, f"minjust-{os.urandom(8).hex()}")
+    refusal = _origin_code(found)
+    report.check(
+        code is grpc.StatusCode.PERMISSION_DENIED and refusal == "client:access_denied",
+        f"{method}, not granted: {code.name}, x-road-error {refusal}",
+    )
+    code, _, found = _is_call(is_port, _GET_PARCEL, request, message_id)
+    refusal = _origin_code(found)
+    report.check(
+        code is not grpc.StatusCode.OK and refusal.endswith(":replay_detected"),
+        f"x-road-id {message_id} sent again: {code.name}, x-road-error {refusal}",
+    )
+    return running
+
+
+def _terminate_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for proc in processes:
+        if proc.poll() is None:
+            proc.terminate()
+
+
+async def _wait_until_published(workdir: Path, gateways: set[str]) -> int | None:
+    """The serial of the first configuration listing ``gateways``; ``None`` on timeout."""
+    anchor = decode_anchor((workdir / "anchor").read_bytes())
+    async with GlobalConfigurationClient(anchor=anchor, cache_dir=workdir / "gw-cache") as client:
+        deadline = time.monotonic() + _READY_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ConfigurationError):
+                await client.refresh()
+                snapshot = client.current()
+                if gateways <= {str(g.id) for g in snapshot.configuration.federation.gateways}:
+                    return snapshot.serial
+            await asyncio.sleep(0.2)
+    return None
+
+
+def _is_call(
+    address: str, method: str, body: bytes, message_id: str
+) -> tuple[grpc.StatusCode, bytes | None, dict[str, str]]:
+    """Call ``method`` as the property-registration IS: status, body, text metadata."""
+    metadata = (
+        ("x-road-client", _PROPERTY),
+        ("x-road-service", _REGISTRY),
+        ("x-road-id", message_id),
+        ("x-road-user-id", "UZ:notary-0142"),
+        ("x-road-issue", "UZ-2026-000001"),
+    )
+    with grpc.insecure_channel(address) as channel:
+        stub = channel.unary_unary(method, None, None)
+        try:
+            answer, state = stub.with_call(body, metadata=metadata, timeout=60)
+        except grpc.RpcError as exc:
+            failed: grpc.Call = exc  # type: ignore[assignment]  # a RpcError is also a Call
+            found = _text_metadata(failed.initial_metadata(), failed.trailing_metadata())
+            return failed.code(), None, found
+        found = _text_metadata(state.initial_metadata(), state.trailing_metadata())
+        return grpc.StatusCode.OK, answer, found
+
+
+def _text_metadata(*groups: object) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for group in groups:
+        for key, value in group or ():  # type: ignore[attr-defined]  # a metadata sequence
+            if isinstance(value, str):
+                found[key] = value
+    return found
+
+
+def _origin_code(metadata: dict[str, str]) -> str:
+    """``origin:code`` of an ``x-road-error`` value (``origin:code: message``)."""
+    return ":".join(metadata.get("x-road-error", "none").split(":")[:2])
+
+
 def _openssl_ts_verify(data: Path, token: Path, pki: PKIDirectory) -> tuple[bool, str]:
     result = subprocess.run(  # noqa: S603  (fixed argument list)
         [  # noqa: S607  (openssl from PATH is the independent verifier)
@@ -446,22 +649,48 @@ def _service(
 @contextlib.contextmanager
 def _process(argv: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``serai ARGV`` as a child process, once it accepts connections on ``port``."""
+    with _spawn([sys.executable, "-m", "serai.cli", *argv], log) as proc:
+        _wait_for_port(port, proc, log)
+        yield proc
+
+
+@contextlib.contextmanager
+def _spawn(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` as a child process writing to ``log``; stopped (SIGTERM) on exit."""
     with log.open("wb") as log_file:
-        proc = subprocess.Popen(  # noqa: S603  (our own console entry point)
-            [sys.executable, "-m", "serai.cli", *argv],
+        proc = subprocess.Popen(  # noqa: S603  (our own programs)
+            command,
+            stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_for_port(port, proc, log)
             yield proc
         finally:
             proc.terminate()
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _wait_for_event(proc: subprocess.Popen[bytes], log: Path, event: str) -> dict[str, object]:
+    """The first JSON line of ``log`` whose ``event`` is ``event``, waiting up to 90 s."""
+    deadline = time.monotonic() + _READY_S
+    while True:
+        for line in log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                found = json.loads(line)
+                if isinstance(found, dict) and found.get("event") == event:
+                    return found
+        if proc.poll() is not None or time.monotonic() > deadline:
+            state = f"exited with {proc.returncode}" if proc.returncode is not None else "90 s"
+            raise SeraiError(
+                f"no {event} from {log.name} ({state}): "
+                f"{log.read_text(errors='replace').strip()[-500:]}"
+            )
+        time.sleep(0.1)
 
 
 def _serai(
