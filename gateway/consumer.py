@@ -223,7 +223,14 @@ class ConsumerSide:
     ) -> tuple[Gateway, ExchangeResponseMessage]:
         """Send to the first gateway that can be reached (module docstring, step 6)."""
         failure: GatewayError | None = None
-        for gateway in gateways:
+        # A gateway whose cached channel answers UNAVAILABLE is tried once more on a new
+        # channel: a restarted peer is then used at once, not after the old channel's
+        # reconnect back-off (which would also send the call to the next gateway).
+        attempts = [(gateway, retry) for gateway in gateways for retry in (False, True)]
+        retried: set[str] = set()
+        for gateway, retry in attempts:
+            if retry and str(gateway.id) not in retried:
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -255,6 +262,8 @@ class ConsumerSide:
                     failure = PeerUnreachableError(
                         f"gateway {gateway.id} at {gateway.address}: {exc.details()}"
                     )
+                    if not retry and self._peers.forget(gateway):
+                        retried.add(str(gateway.id))
                     continue
                 raise GatewayError(
                     f"gateway {gateway.id} failed: {exc.code().name} {exc.details()}",

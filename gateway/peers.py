@@ -95,6 +95,14 @@ class PeerPool:
         self._channels.clear()
         await asyncio.gather(*(c.close(None) for c in channels))
 
+    def forget(self, gateway: Gateway) -> bool:
+        """Drop the channel to ``gateway`` after it proved unreachable; the next use opens
+        a new one (a new handshake, the certificate checked again) instead of waiting out
+        the old channel's reconnect back-off. Returns whether there was one."""
+        had = any(k[0] == str(gateway.id) for k in self._channels)
+        self._retire(gateway)
+        return had
+
     async def _open(self, gateway: Gateway, *, timeout_s: float) -> grpc.aio.Channel:
         try:
             der = await fetch_peer_certificate(
