@@ -22,10 +22,14 @@ gateway's IS port, with the body as raw bytes (it never parses bodies). In order
    in the ``timeout`` field and as the gRPC deadline. The next gateway is tried only
    when one cannot be reached (no TLS handshake, or UNAVAILABLE without an
    ``x-road-error`` trailer): a refusal by a reachable gateway is final, so a request
-   that a provider gateway refused is never sent twice. Residual risk: grpcio cannot
-   tell a connection that failed before the request left from one that dropped after
-   it arrived; in the second case the next gateway may serve the same message id
-   again (each gateway has its own replay guard), and both logs show it.
+   that a provider gateway refused is never sent twice. A gateway whose channel answers
+   UNAVAILABLE is first tried once more on a new channel (new handshake, certificate
+   checked again), so a restarted peer is used at once rather than after the old
+   channel's reconnect back-off. Residual risk: grpcio cannot tell a connection that
+   failed before the request left from one that dropped after it arrived; in the
+   second case the retry or the next gateway may see the same message id again (the
+   same gateway refuses it as a replay, another gateway serves it), and the logs show
+   it.
 7. The signed response is verified (signature, chain, OCSP, provider member, body,
    skew, binding to our request hash and message id); the ``RESPONSE_RECEIVED`` record
    with the peer's receipt is committed; then body and status go back to the IS: a
