@@ -10,15 +10,19 @@ files and TOML; nothing here does) and serves:
   certificate required (chaining to that CA), and per client subsystem the pinned
   SHA-256 of its IS's certificate and/or its address allow-list;
 - the **peer port**, TLS with client certificates required and verified against the
-  approved roots of the configuration in force at :meth:`GatewayRuntime.start`,
+  approved roots of the configuration in force at each new handshake
+  (:class:`gateway.tlsconf.PeerServerCredentials`: a CA the registry approves or
+  withdraws takes effect on new connections once the configuration is refreshed;
+  connections already open are not re-checked),
   serving ``serai.transport.v1.Transport/Exchange``
   (:class:`gateway.provider.ProviderSide`; ``ExchangeStream`` is UNIMPLEMENTED);
 - ``grpc.health.v1.Health`` on both.
 
-Known limits: the peer port's roots are fixed at start (a registry change of approved
-CAs needs a restart; ``grpc.dynamic_ssl_server_credentials`` would lift it); TLS 1.3
-cannot be enforced from grpcio (see :mod:`gateway.tlsconf`), on either port; the IS
-port's client CA and certificate pins are fixed at start.
+Known limits: a peer connection established before its CA was withdrawn stays open
+until it closes (only new handshakes see the new roots; see :mod:`gateway.tlsconf`);
+the consumer's probe of provider gateways checks their chains against the roots at
+start; TLS 1.3 cannot be enforced from grpcio (see :mod:`gateway.tlsconf`), on either
+port; the IS port's client CA and certificate pins are fixed at start.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from gateway.peers import ChannelPool, PeerPool
 from gateway.provider import ProviderSide
 from gateway.replay import ReplayGuard
 from gateway.signing import HeaderSigner
-from gateway.tlsconf import certificates_pem, is_server_credentials, server_credentials
+from gateway.tlsconf import PeerServerCredentials, certificates_pem, is_server_credentials
 from serai.identifiers import GatewayId
 
 __all__ = [
@@ -143,6 +147,7 @@ class GatewayRuntime:
         self._parts = parts
         self._is_server: grpc.aio.Server | None = None
         self._peer_server: grpc.aio.Server | None = None
+        self._peer_credentials: PeerServerCredentials | None = None
         self._peers: PeerPool | None = None
         self._providers = ChannelPool(max_message_bytes=settings.max_message_bytes)
         self._ocsp_task: asyncio.Task[None] | None = None
@@ -211,13 +216,21 @@ class GatewayRuntime:
                 ),
             )
         )
-        credentials = server_credentials(
-            key_pem=self._auth_key_pem, chain_pem=self._auth_chain_pem, roots_pem=roots_pem
+        configuration = self._parts.configuration
+        peer_credentials = PeerServerCredentials(
+            key_pem=self._auth_key_pem,
+            chain_pem=self._auth_chain_pem,
+            # Called by grpc before each new handshake, in a grpc thread: current() only
+            # reads the immutable snapshot in force and the clock.
+            roots=lambda: configuration.current().trust_store.roots,
         )
-        self._peer_port = peer_server.add_secure_port(settings.peer_listen, credentials)
+        self._peer_port = peer_server.add_secure_port(
+            settings.peer_listen, peer_credentials.credentials
+        )
         await is_server.start()
         await peer_server.start()
         self._is_server, self._peer_server = is_server, peer_server
+        self._peer_credentials = peer_credentials
         _LOG.info(
             "gateway %s serving: IS port %d (%s), peer port %d",
             self._parts.gateway_id,

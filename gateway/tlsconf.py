@@ -4,10 +4,11 @@ and the credentials of a TLS IS port (:func:`is_server_credentials`).
 What it guarantees, with what grpcio 1.75 lets a Python program do:
 
 - **Provider side.** The peer port requires a client certificate chaining to an
-  approved root of the global configuration in force at start
-  (``require_client_auth=True``); :func:`peer_certificate_sha256` reads the certificate
-  the handshake verified from the call's auth context, and the provider then looks its
-  SHA-256 up among the registered gateways.
+  approved root of the global configuration in force *at the handshake*
+  (:class:`PeerServerCredentials`: ``grpc.dynamic_ssl_server_credentials`` with
+  client authentication required); :func:`peer_certificate_sha256` reads the
+  certificate the handshake verified from the call's auth context, and the provider
+  then looks its SHA-256 up among the registered gateways.
 - **Consumer side.** grpcio exposes neither the server certificate of a client channel
   nor a custom verification callback, and the registry publishes only the SHA-256 of
   each gateway's authentication certificate. So the consumer gateway first makes one
@@ -27,6 +28,24 @@ What it guarantees, with what grpcio 1.75 lets a Python program do:
 Residual risks: the probe costs one extra handshake per channel (not per call); a peer
 that rotates its certificate needs a new channel, which the pool opens when the
 registered hash changes; an expired pinned certificate fails like any other.
+
+**Approved roots on the peer port.** grpc calls the fetcher of
+:class:`PeerServerCredentials` before each new incoming TLS handshake (in a grpc core
+thread, not on the event loop); it compares a digest of the sorted root DERs of the
+snapshot in force with the roots in force and hands grpc a new certificate
+configuration when they differ. So a CA the registry approves is accepted, and a CA it
+withdraws refused, from the first handshake after the gateway refreshed its
+configuration. **Connections already established are not re-checked**: a peer whose CA
+was withdrawn keeps its open HTTP/2 connection (and may keep calling on it) until that
+connection closes; every reconnect is a new handshake and fails. The provider's own
+checks still run per call (the certificate's SHA-256 must be a registered gateway's,
+and the signed header's chain and OCSP are validated against the configuration in
+force), which is what bounds that window. When the configuration has expired or none is
+at hand, the roots in force are kept (calls are refused by the provider with
+``globalconf_expired`` anyway); an approved set that becomes empty is replaced by a
+throw-away root whose key was never kept, so nobody can complete a handshake (grpc
+would otherwise keep the old roots when given none). The consumer's probe
+(:class:`ProbeContext`) still checks server chains against the roots at start.
 
 **TLS 1.3.** grpcio 1.75 has no option to set the minimum TLS version of
 ``ssl_server_credentials`` or ``ssl_channel_credentials`` (grpc/grpc#37305; PRs #43045,
@@ -48,7 +67,8 @@ import ipaddress
 import os
 import ssl
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -56,17 +76,20 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certs.ca import self_signed_root
+from certs.keys import generate_private_key
 from gateway.errors import GatewayError
 from serai.errors import ErrorCode, Origin
 
 __all__ = [
+    "PeerServerCredentials",
     "ProbeContext",
     "certificates_pem",
     "fetch_peer_certificate",
     "is_server_credentials",
     "peer_certificate_sha256",
     "pinned_channel_credentials",
-    "server_credentials",
+    "roots_digest",
     "split_host_port",
     "target_name_of",
 ]
@@ -83,13 +106,96 @@ def certificates_pem(certificates: Sequence[x509.Certificate | bytes]) -> bytes:
     return bytes(out)
 
 
-def server_credentials(
-    *, key_pem: bytes, chain_pem: bytes, roots_pem: bytes
-) -> grpc.ServerCredentials:
-    """Peer-port credentials: our auth chain; client certificates required, to ``roots``."""
-    return grpc.ssl_server_credentials(
-        [(key_pem, chain_pem)], root_certificates=roots_pem, require_client_auth=True
-    )
+def roots_digest(roots: Iterable[x509.Certificate]) -> bytes:
+    """SHA-256 over the sorted DERs of ``roots`` (each length-prefixed): equal for equal
+    sets, whatever their order or duplicates."""
+    ders = sorted({root.public_bytes(serialization.Encoding.DER) for root in roots})
+    digest = hashlib.sha256()
+    for der in ders:
+        digest.update(len(der).to_bytes(4, "big"))
+        digest.update(der)
+    return digest.digest()
+
+
+class PeerServerCredentials:
+    """Peer-port credentials whose client roots follow the approved roots of the
+    configuration in force (module docstring, "Approved roots on the peer port").
+
+    ``roots`` returns the approved roots in force (the same object while the snapshot
+    is the same); it is called at construction, where it may raise (no configuration at
+    start), and then from :meth:`fetch` in grpc threads, where a failure keeps the roots
+    in force. :attr:`credentials` goes to ``add_secure_port``.
+
+    Thread safety: :meth:`fetch` may run in several grpc threads at once; the roots in
+    force (their digest, and the last source object seen) change only under a lock, and
+    the common case (same snapshot as last time) is one call and one identity check.
+    """
+
+    def __init__(
+        self,
+        *,
+        key_pem: bytes,
+        chain_pem: bytes,
+        roots: Callable[[], Sequence[x509.Certificate]],
+    ) -> None:
+        self._key_pem = key_pem
+        self._chain_pem = chain_pem
+        self._roots = roots
+        self._lock = threading.Lock()
+        initial = roots()
+        self._seen: Sequence[x509.Certificate] = initial
+        self._digest = roots_digest(initial)
+        self.credentials = grpc.dynamic_ssl_server_credentials(
+            self._configuration(initial),
+            self.fetch,  # type: ignore[arg-type]  # the stubs omit None ("unchanged")
+            require_client_authentication=True,
+        )
+
+    @property
+    def digest(self) -> bytes:
+        """:func:`roots_digest` of the roots in force."""
+        return self._digest
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """grpc's certificate configuration fetcher: a new configuration when the
+        approved roots differ from those in force, else ``None`` (keep them)."""
+        try:
+            current = self._roots()
+        except Exception:  # noqa: BLE001  (no configuration in force: keep the roots)
+            return None
+        if current is self._seen:
+            return None
+        with self._lock:
+            if current is self._seen:
+                return None
+            digest = roots_digest(current)
+            self._seen = current
+            if digest == self._digest:
+                return None
+            configuration = self._configuration(current)
+            self._digest = digest
+        return configuration
+
+    def _configuration(
+        self, roots: Sequence[x509.Certificate]
+    ) -> grpc.ServerCertificateConfiguration:
+        roots_pem = certificates_pem(roots) if roots else _nobody_root_pem()
+        return grpc.ssl_server_certificate_configuration(
+            [(self._key_pem, self._chain_pem)], root_certificates=roots_pem
+        )
+
+
+_NOBODY_ROOT: list[bytes] = []
+_NOBODY_LOCK = threading.Lock()
+
+
+def _nobody_root_pem() -> bytes:
+    """A self-signed root whose key is discarded: trusting only it refuses everybody."""
+    with _NOBODY_LOCK:
+        if not _NOBODY_ROOT:
+            cert = self_signed_root(generate_private_key(), name="Serai: no approved CA")
+            _NOBODY_ROOT.append(certificates_pem([cert]))
+        return _NOBODY_ROOT[0]
 
 
 def is_server_credentials(
