@@ -64,7 +64,11 @@ Assumptions. ``trust`` is the approved roots of the global configuration in forc
 are the caller's next checks. The binding value is the SHA-256 of the header *bytes*,
 not of the JWS text, so the malleability of an ECDSA signature (``s`` or ``n - s``)
 changes nothing that is bound or logged as evidence of content. Nothing is cached
-between calls: each verification sees only its arguments.
+between calls unless the caller passes a :class:`~gateway._verifycache.VerificationCache`
+as ``cache=``: then accepted certificate paths and validated OCSP answers (rules 5 and 6)
+are remembered by the exact bytes they were accepted for and re-checked for time at
+``now`` (see that module for its rules), with the same outcome as without it; rules 1 to
+4 and 7 to 11 are checked on every call either way.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ from certs.keys import PrivateKey
 from certs.profiles import Profile
 from certs.revocation import OCSPResponsesChecker
 from certs.validation import TrustStore, member_of, validate_path
+from gateway._verifycache import VerificationCache
 from gateway.errors import SigningError, VerificationError
 from gateway.headers import RequestHeader, ResponseHeader
 from serai.errors import ErrorCode, Origin
@@ -279,12 +284,16 @@ def verify_request(
     now: dt.datetime,
     max_ocsp_age_s: float = DEFAULT_MAX_OCSP_AGE_S,
     max_skew_s: float = DEFAULT_MAX_SKEW_S,
+    cache: VerificationCache | None = None,
 ) -> VerifiedRequest:
     """Verify a consumer gateway's signed request header (rules 1 to 10 of the module
-    docstring); raises :class:`~gateway.errors.GatewayError` with origin ``client``."""
+    docstring); raises :class:`~gateway.errors.GatewayError` with origin ``client``.
+    ``cache`` (optional) remembers the certificate work of rules 5 and 6 between calls."""
     check = _Verifier(origin=Origin.CLIENT, typ=REQUEST_JWS_TYPE, now=now)
     payload, leaf = check.signature(signed_header, chain)
-    check.certificate(leaf, chain, ocsp_response, trust=trust, max_ocsp_age_s=max_ocsp_age_s)
+    check.certificate(
+        leaf, chain, ocsp_response, trust=trust, max_ocsp_age_s=max_ocsp_age_s, cache=cache
+    )
     header = RequestHeader.decode(payload)
     check.member(leaf, header.client, "the request's client")
     check.body(body, header.body_sha256, header.body_size)
@@ -310,13 +319,17 @@ def verify_response(
     provider: SubsystemId,
     max_ocsp_age_s: float = DEFAULT_MAX_OCSP_AGE_S,
     max_skew_s: float = DEFAULT_MAX_SKEW_S,
+    cache: VerificationCache | None = None,
 ) -> VerifiedResponse:
     """Verify a provider gateway's signed response header to the request whose header
     bytes hash to ``expected_request_sha256`` (rules 1 to 11 of the module docstring);
-    raises :class:`~gateway.errors.GatewayError` with origin ``provider``."""
+    raises :class:`~gateway.errors.GatewayError` with origin ``provider``. ``cache`` as
+    for :func:`verify_request`."""
     check = _Verifier(origin=Origin.PROVIDER, typ=RESPONSE_JWS_TYPE, now=now)
     payload, leaf = check.signature(signed_header, chain)
-    check.certificate(leaf, chain, ocsp_response, trust=trust, max_ocsp_age_s=max_ocsp_age_s)
+    check.certificate(
+        leaf, chain, ocsp_response, trust=trust, max_ocsp_age_s=max_ocsp_age_s, cache=cache
+    )
     header = ResponseHeader.decode(payload)
     check.member(leaf, provider, "the provider")
     check.body(body, header.body_sha256, header.body_size)
@@ -391,11 +404,23 @@ class _Verifier:
         *,
         trust: TrustStore,
         max_ocsp_age_s: float,
+        cache: VerificationCache | None,
     ) -> None:
         """Rules 5 and 6."""
         intermediates = [self._load(der, "intermediate certificate") for der in chain[1:]]
         responses = [ocsp_response] if ocsp_response else []
         try:
+            if cache is not None:
+                cache.validate_sign_path(
+                    leaf,
+                    chain=chain,
+                    intermediates=intermediates,
+                    ocsp_responses=responses,
+                    trust=trust,
+                    at=self._now,
+                    max_ocsp_age_s=max_ocsp_age_s,
+                )
+                return
             validate_path(
                 leaf,
                 intermediates=intermediates,
