@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from gateway._verifycache import VerificationCache
 from gateway.acl import AccessPolicy
 from gateway.commit import ExchangeLog
 from gateway.replay import ReplayGuard
@@ -155,4 +156,7 @@ class ExchangeParts:
     log: ExchangeLog
     replay: ReplayGuard
     signer: HeaderSigner
+    #: Accepted certificate paths and OCSP answers, reused while their time checks pass
+    #: (gateway/_verifycache.py); every message-bound check still runs on every call.
+    verification_cache: VerificationCache | None = None
     clock: Callable[[], dt.datetime] = _utc_now

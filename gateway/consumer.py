@@ -166,6 +166,7 @@ class ConsumerSide:
             provider=provider,
             max_ocsp_age_s=settings.max_ocsp_age_s,
             max_skew_s=settings.max_skew_s,
+            cache=self._parts.verification_cache,
         )
         await self._parts.log.commit_response(
             LogRecord(

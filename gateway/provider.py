@@ -99,6 +99,7 @@ class ProviderSide:
             now=parts.clock(),
             max_ocsp_age_s=settings.max_ocsp_age_s,
             max_skew_s=settings.max_skew_s,
+            cache=parts.verification_cache,
         )
         header = verified.header
         exchange.append((MESSAGE_ID_KEY, header.message_id))

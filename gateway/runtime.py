@@ -51,6 +51,7 @@ from gateway._settings import (
     PolicySource,
     ProviderSettings,
 )
+from gateway._verifycache import VerificationCache
 from gateway.commit import ExchangeLog
 from gateway.consumer import ConsumerSide
 from gateway.peers import ChannelPool, PeerPool
@@ -142,6 +143,7 @@ class GatewayRuntime:
             log=log,
             replay=replay,
             signer=signer,
+            verification_cache=VerificationCache(),
             **({"clock": clock} if clock is not None else {}),
         )
         self._parts = parts
