@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow setup proto proto-check lint typecheck check clean bench-pki bench-registry
+.PHONY: demo test test-slow setup proto proto-check lint typecheck check clean bench-pki bench-registry bench-gateway
 
 demo: setup
 	$(PY) -m serai.cli demo
@@ -53,6 +53,10 @@ bench-pki: setup
 bench-registry: setup
 	$(PY) tools/bench_globalconf_generate.py
 	$(PY) tools/bench_globalconf_lookups.py
+
+# Calls/s and latency through two gateway processes versus direct to the echo provider.
+bench-gateway: setup
+	$(PY) tools/bench_gateway.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
