@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import grpc
@@ -26,7 +26,7 @@ from gateway.tlsconf import (
     target_name_of,
 )
 from registry.model import Gateway
-from serai.errors import ErrorCode, Origin
+from serai.errors import ErrorCode, Origin, SeraiError
 
 __all__ = ["ChannelPool", "PeerPool", "PeerUnreachableError"]
 
@@ -56,9 +56,14 @@ class PeerPool:
         roots_pem: bytes,
         max_message_bytes: int,
         probe_timeout_s: float = 5.0,
+        roots_source: Callable[[], bytes] | None = None,
     ) -> None:
         self._key_pem = key_pem
         self._chain_pem = chain_pem
+        #: The approved roots (PEM) now; when given, a new channel's probe follows them, so
+        #: a CA the registry approves or withdraws counts from the next new channel on.
+        self._roots_source = roots_source
+        self._probe_roots = roots_pem
         self._probe = ProbeContext(key_pem=key_pem, chain_pem=chain_pem, roots_pem=roots_pem)
         self._probe_timeout_s = probe_timeout_s
         self._options: Sequence[tuple[str, int | str]] = (
@@ -103,10 +108,24 @@ class PeerPool:
         self._retire(gateway)
         return had
 
+    def _current_probe(self) -> ProbeContext:
+        if self._roots_source is not None:
+            try:
+                roots = self._roots_source()
+            except SeraiError:  # no configuration in force: keep the roots we have
+                roots = self._probe_roots
+            if roots != self._probe_roots:
+                self._probe = ProbeContext(
+                    key_pem=self._key_pem, chain_pem=self._chain_pem, roots_pem=roots
+                )
+                self._probe_roots = roots
+        return self._probe
+
     async def _open(self, gateway: Gateway, *, timeout_s: float) -> grpc.aio.Channel:
+        probe = self._current_probe()
         try:
             der = await fetch_peer_certificate(
-                gateway.address, probe=self._probe, timeout_s=min(timeout_s, self._probe_timeout_s)
+                gateway.address, probe=probe, timeout_s=min(timeout_s, self._probe_timeout_s)
             )
         except ssl.SSLError as exc:
             raise GatewayError(

@@ -20,8 +20,8 @@ files and TOML; nothing here does) and serves:
 
 Known limits: a peer connection established before its CA was withdrawn stays open
 until it closes (only new handshakes see the new roots; see :mod:`gateway.tlsconf`);
-the consumer's probe of provider gateways checks their chains against the roots at
-start; TLS 1.3 cannot be enforced from grpcio (see :mod:`gateway.tlsconf`), on either
+likewise the consumer's probe of a provider gateway follows the approved roots from the
+next new channel on; TLS 1.3 cannot be enforced from grpcio (see :mod:`gateway.tlsconf`), on either
 port; the IS port's client CA and certificate pins are fixed at start.
 """
 
@@ -184,6 +184,7 @@ class GatewayRuntime:
             roots_pem=roots_pem,
             max_message_bytes=settings.max_message_bytes,
             probe_timeout_s=settings.peer_connect_timeout_s,
+            roots_source=self._current_roots_pem,
         )
         consumer = ConsumerSide(parts=self._parts, peers=self._peers)
         provider = ProviderSide(parts=self._parts, providers=self._providers)
@@ -255,6 +256,10 @@ class GatewayRuntime:
         if self._peers is not None:
             await self._peers.close()
         await self._providers.close()
+
+    def _current_roots_pem(self) -> bytes:
+        """The approved roots of the configuration in force, PEM (for new peer probes)."""
+        return certificates_pem(self._parts.configuration.current().trust_store.roots)
 
     async def _keep_ocsp_fresh(self, ocsp: StapledOCSP) -> None:
         while True:
