@@ -45,9 +45,6 @@ from typing import Any, Final, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import _async as health_aio  # health.aio, importable for mypy
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from gateway.acl import AccessRule, AccessTarget
 from gateway.aclstore import MAX_AUDIT_PAGE, AclAction, AclChange, SqlAclStore
@@ -63,6 +60,7 @@ from serai.identifiers import (
     SubsystemId,
 )
 from serai.rpcerrors import abort_with, internal_error
+from serai.rpcserver import management_server, mark_serving
 from serai.tokens import TokenClaims, TokenVerifier, bearer_token
 from serai_proto.admin.v1 import admin_pb2 as pb
 from serai_proto.admin.v1 import admin_pb2_grpc as pb_grpc
@@ -382,17 +380,10 @@ class AdminServer:
 
     async def start(self) -> None:
         """Bind the port and start serving."""
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
-        pb_grpc.add_GatewayAdminServicer_to_server(self.service, server)
-        health_servicer = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        server, health_servicer = management_server(
+            service_name=SERVICE_NAME,
+            add_servicer=lambda srv: pb_grpc.add_GatewayAdminServicer_to_server(self.service, srv),
+            max_receive_bytes=_MAX_MESSAGE_BYTES,
         )
         host, port = self._listen
         try:
@@ -404,8 +395,7 @@ class AdminServer:
             ) from exc
         self._server = server
         await server.start()
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await mark_serving(health_servicer, SERVICE_NAME)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop accepting calls, let calls in flight finish (up to ``grace_s``), stop."""

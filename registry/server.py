@@ -40,9 +40,6 @@ from cryptography import x509
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import _async as health_aio  # health.aio, importable for mypy
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from registry.codec import ca_from_proto, ca_to_proto, tsa_from_proto, tsa_to_proto
 from registry.errors import ConfigurationError, RegistryError
@@ -60,6 +57,7 @@ from serai.identifiers import (
     parse_subject,
 )
 from serai.rpcerrors import abort_with, internal_error
+from serai.rpcserver import management_server, mark_serving
 from serai.tokens import TokenClaims, TokenVerifier, bearer_token
 from serai_proto.globalconf.v1 import globalconf_pb2 as gpb
 from serai_proto.registry.v1 import registry_pb2 as pb
@@ -531,17 +529,12 @@ class RegistryServer:
 
     async def start(self) -> None:
         """Bind both ports, publish a first configuration, and start serving."""
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
-        pb_grpc.add_RegistryManagementServicer_to_server(self.service, server)
-        health_servicer = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        server, health_servicer = management_server(
+            service_name=SERVICE_NAME,
+            add_servicer=lambda srv: pb_grpc.add_RegistryManagementServicer_to_server(
+                self.service, srv
+            ),
+            max_receive_bytes=_MAX_MESSAGE_BYTES,
         )
         host, port = self._grpc_listen
         self.grpc_port = server.add_insecure_port(format_address(host, port))
@@ -555,8 +548,7 @@ class RegistryServer:
         self.http_port = _bound_port(runner, self._http_listen[1])
         await server.start()
         self.publication.start()
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await mark_serving(health_servicer, SERVICE_NAME)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop accepting calls, let calls in flight finish (up to ``grace_s``), stop."""

@@ -72,6 +72,7 @@ SURFACE: dict[str, set[str]] = {
         "termination_event",
     },
     "serai.tomlconf": {"TomlReader", "parse_toml", "read_config_text", "toml_string"},
+    "serai.rpcserver": {"management_server", "mark_serving"},
     "serai.rpcerrors": {
         "MAX_TRAILER_CHARS",
         "abort_with",
