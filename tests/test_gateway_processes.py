@@ -8,17 +8,9 @@ grpcio client plays the consumer IS. No timing is asserted.
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import shlex
-import signal
-import socket
-import subprocess
 import sys
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,92 +21,25 @@ import gateway._assembly
 import gateway.serve
 from gateway._assembly import settings_from_config
 from gateway.config import parse_config, render_config
-from registry.codec import decode_anchor, decode_configuration
-from registry.signing import verify_signed_configuration
 from serai.errors import ConfigError
+from serai.localprocs import (
+    SERAI,
+    Process,
+    free_port,
+    start,
+    wait_until_published,
+)
+from serai.localprocs import serai_command as serai
 
-SERAI = [sys.executable, "-m", "serai.cli"]
 ECHO = [sys.executable, str(Path(__file__).parent.parent / "tools" / "echo_provider.py")]
 PROPERTY = "UZ/GOV/MINJUST/property"
 REGISTRY = "UZ/GOV/CADASTRE/registry"
 GET_PARCEL = "/cadastre.v1.Cadastre/GetParcel"
-_WAIT_S = 90.0
-
-
-def serai(*args: str | Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [*SERAI, *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=env,
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"serai {args} failed: {result.stderr}")
-    return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def gateway_serve() -> list[str]:
     """The command an operator runs: ``serai gateway serve``."""
     return [*SERAI, "gateway", "serve"]
-
-
-class Process:
-    """A long-running process and the JSON event lines it writes (stderr or stdout)."""
-
-    def __init__(self, argv: list[str], *, events_on_stdout: bool = False) -> None:
-        self.process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if events_on_stdout else subprocess.DEVNULL,
-            stderr=subprocess.STDOUT if events_on_stdout else subprocess.PIPE,
-            text=True,
-        )
-        stream = self.process.stdout if events_on_stdout else self.process.stderr
-        assert stream is not None
-        self._stream = stream
-        self.events: queue.Queue[dict[str, object]] = queue.Queue()
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self._stream:
-            self.lines.append(line)
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict):
-                self.events.put(event)
-
-    def wait_for(self, event: str) -> dict[str, object]:
-        deadline = time.monotonic() + _WAIT_S
-        while True:
-            try:
-                item = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no {event} event; output: {''.join(self.lines)}") from None
-            if item.get("event") == event:
-                return item
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=30)
-        self._reader.join(timeout=30)
-        self._stream.close()
 
 
 @pytest.fixture
@@ -125,12 +50,6 @@ def processes() -> Iterator[list[Process]]:
     finally:
         for process in reversed(started):
             process.kill()
-
-
-def start(processes: list[Process], argv: list[str], **kwargs: bool) -> Process:
-    process = Process(argv, **kwargs)
-    processes.append(process)
-    return process
 
 
 def call(
@@ -161,22 +80,6 @@ def text_metadata(*groups: object) -> dict[str, str]:
             if isinstance(value, str):
                 found[key] = value
     return found
-
-
-def wait_until_published(anchor_path: Path, gateways: set[str]) -> None:
-    anchor = decode_anchor(anchor_path.read_bytes())
-    deadline = time.monotonic() + _WAIT_S
-    while True:
-        with urllib.request.urlopen(anchor.download_url, timeout=30) as response:
-            envelope = response.read()
-        data = verify_signed_configuration(
-            envelope, signing_certificates=anchor.signing_certificates
-        )
-        listed = {str(g.id) for g in decode_configuration(data).federation.gateways}
-        if gateways <= listed:
-            return
-        assert time.monotonic() < deadline, f"the registry never published {gateways}"
-        time.sleep(0.5)
 
 
 def test_two_gateway_processes_exchange(processes: list[Process], tmp_path: Path) -> None:

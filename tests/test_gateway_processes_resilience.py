@@ -22,18 +22,15 @@ from pathlib import Path
 import grpc
 import pytest
 
+from serai.localprocs import SERAI, Process, free_port, wait_until_published
+from serai.localprocs import serai_command as serai
 from tests.test_gateway_processes import (
     ECHO,
     GET_PARCEL,
     PROPERTY,
     REGISTRY,
-    SERAI,
-    Process,
-    free_port,
     gateway_serve,
-    serai,
     text_metadata,
-    wait_until_published,
 )
 
 pytestmark = pytest.mark.timeout(600)

@@ -73,6 +73,14 @@ SURFACE: dict[str, set[str]] = {
     },
     "serai.tomlconf": {"TomlReader", "parse_toml", "read_config_text", "toml_string"},
     "serai.rpcserver": {"management_server", "mark_serving"},
+    "serai.localprocs": {
+        "SERAI",
+        "Process",
+        "free_port",
+        "serai_command",
+        "start",
+        "wait_until_published",
+    },
     "serai.rpcerrors": {
         "MAX_TRAILER_CHARS",
         "abort_with",

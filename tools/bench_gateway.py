@@ -28,32 +28,25 @@ import argparse
 import asyncio
 import json
 import os
-import queue
 import shlex
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from registry.codec import decode_anchor, decode_configuration
-from registry.signing import verify_signed_configuration
+from serai.localprocs import SERAI, Process, free_port, start, wait_until_published
+from serai.localprocs import serai_command as serai
 
-SERAI = [sys.executable, "-m", "serai.cli"]
 ECHO = [sys.executable, str(Path(__file__).resolve().parent / "echo_provider.py")]
 PROPERTY = "UZ/GOV/MINJUST/property"
 REGISTRY = "UZ/GOV/CADASTRE/registry"
 METHOD = "/bench.v1.Bench/Echo"
-_WAIT_S = 90.0
 _CALL_TIMEOUT_S = 30.0
 
 
@@ -86,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             report = asyncio.run(run_all(direct, through, levels, args))
         finally:
             for process in reversed(processes):
-                process.kill()
+                process.stop()
     report["setup"] = {
         "payload_bytes": args.payload,
         "duration_s": args.duration,
@@ -105,100 +98,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # --- bring-up: real processes, serai commands ---------------------------------------
-
-
-def serai(*args: str | Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        [*SERAI, *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=env,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"serai {' '.join(map(str, args))} failed: {result.stderr}")
-    return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Process:
-    """A long-running process and the JSON event lines it writes (stderr or stdout)."""
-
-    def __init__(self, argv: list[str], *, events_on_stdout: bool = False) -> None:
-        self.process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if events_on_stdout else subprocess.DEVNULL,
-            stderr=subprocess.STDOUT if events_on_stdout else subprocess.PIPE,
-            text=True,
-        )
-        stream = self.process.stdout if events_on_stdout else self.process.stderr
-        assert stream is not None
-        self._stream = stream
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self._stream:
-            if len(self.lines) < 1000:
-                self.lines.append(line)
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict) and "event" in event:
-                self.events.put(event)
-
-    def wait_for(self, event: str) -> dict[str, Any]:
-        deadline = time.monotonic() + _WAIT_S
-        while True:
-            try:
-                item = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise RuntimeError(f"no {event} event; output: {''.join(self.lines)}") from None
-            if item.get("event") == event:
-                return item
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._reader.join(timeout=10)
-
-
-def start(processes: list[Process], argv: list[str], **kwargs: bool) -> Process:
-    process = Process(argv, **kwargs)
-    processes.append(process)
-    return process
-
-
-def wait_until_published(anchor_path: Path, gateways: set[str]) -> None:
-    anchor = decode_anchor(anchor_path.read_bytes())
-    deadline = time.monotonic() + _WAIT_S
-    while True:
-        with urllib.request.urlopen(anchor.download_url, timeout=30) as response:  # noqa: S310
-            envelope = response.read()
-        data = verify_signed_configuration(
-            envelope, signing_certificates=anchor.signing_certificates
-        )
-        listed = {str(g.id) for g in decode_configuration(data).federation.gateways}
-        if gateways <= listed:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the registry never published {gateways}")
-        time.sleep(0.5)
 
 
 def bring_up(tmp: Path, processes: list[Process]) -> tuple[str, str]:
