@@ -60,6 +60,7 @@ from registry.codec import decode_anchor
 from registry.errors import ConfigurationError
 from serai.errors import ErrorCode, SeraiError
 from serai.identifiers import GlobalGroupId, SubsystemId
+from serai.localprocs import free_port
 
 __all__ = ["register"]
 
@@ -134,7 +135,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _run(workdir: Path, *, keep_running: bool) -> int:
     report = _Report()
-    ocsp_port, tsa_port = _free_port(), _free_port()
+    ocsp_port, tsa_port = free_port(), free_port()
     print(f"Serai demo in {workdir}\n\n1. A development PKI for instance UZ")
     pki = PKIDirectory.init(
         workdir / "pki",
@@ -152,7 +153,7 @@ def _run(workdir: Path, *, keep_running: bool) -> int:
         report.note(f"TSA pid {tsa_proc.pid} on 127.0.0.1:{tsa_port}")
         asyncio.run(_scenario(pki, workdir, report))
         print("\n7. The registry, run as its own process")
-        grpc_port, http_port = _free_port(), _free_port()
+        grpc_port, http_port = free_port(), free_port()
         registry_dir = workdir / "registry"
         init = _serai(
             "registry",
@@ -462,7 +463,7 @@ def _exchange(
         init = _serai(
             "gateway", "init", "--dir", folder, "--gateway-id", gateway_id,
             "--pki", pki.root, "--anchor", workdir / "anchor",
-            "--peer-listen", f"127.0.0.1:{_free_port()}",
+            "--peer-listen", f"127.0.0.1:{free_port()}",
             "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *role,
         )  # fmt: skip
         if init.returncode != 0:
@@ -719,10 +720,3 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
             return
         time.sleep(0.05)
     raise SeraiError(f"service on port {port} did not start within 30 s")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

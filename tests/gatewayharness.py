@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -72,6 +71,7 @@ from registry.model import (
 )
 from registry.signing import sign_configuration
 from serai.identifiers import GatewayId, MemberId
+from serai.localprocs import free_port
 
 MINJUST = MemberId.parse("UZ/GOV/MINJUST")
 CADASTRE = MemberId.parse("UZ/GOV/CADASTRE")
@@ -100,12 +100,6 @@ def pem_key(key: PrivateKey) -> bytes:
 
 def der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

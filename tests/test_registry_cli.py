@@ -6,7 +6,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from registry.codec import decode_anchor, decode_configuration
 from registry.config import load_config
 from registry.signing import verify_signed_configuration
 from serai.errors import ErrorCode, SeraiError
+from serai.localprocs import free_port
 
 SERAI = [sys.executable, "-m", "serai.cli"]
 
@@ -40,12 +40,6 @@ def serai(
     if check and result.returncode != 0:
         raise AssertionError(f"serai {args} failed: {result.stderr}")
     return result
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Serving:
@@ -93,7 +87,7 @@ class Serving:
 @pytest.fixture
 def registry_dir(tmp_path: Path) -> Path:
     serai("pki", "init", "--dir", tmp_path / "pki", "--instance", "UZ")
-    grpc_listen, http_listen = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+    grpc_listen, http_listen = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     out = serai(
         "registry",
         "init",
