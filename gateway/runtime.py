@@ -21,8 +21,8 @@ files and TOML; nothing here does) and serves:
 Known limits: a peer connection established before its CA was withdrawn stays open
 until it closes (only new handshakes see the new roots; see :mod:`gateway.tlsconf`);
 likewise the consumer's probe of a provider gateway follows the approved roots from the
-next new channel on; TLS 1.3 cannot be enforced from grpcio (see :mod:`gateway.tlsconf`), on either
-port; the IS port's client CA and certificate pins are fixed at start.
+next new channel on; the IS port's client CA and certificate pins are fixed at start.
+Both TLS ports speak TLS 1.3 only (:mod:`serai.tlspolicy`).
 """
 
 from __future__ import annotations

@@ -54,12 +54,15 @@ from gateway.signing import HeaderSigner
 from registry.client import GlobalConfigurationClient
 from registry.snapshot import ConfigurationSnapshot
 from serai.cliutil import format_address, log_event, termination_event
-from serai.errors import SeraiError
+from serai.errors import ErrorCode, SeraiError
+from serai.tlspolicy import tls12_accepted
 
 __all__ = ["register_serve", "run_gateway"]
 
 #: Seconds between checks for a valid global configuration before the ports open.
 _GLOBALCONF_WAIT_S: Final = 1.0
+#: Where to reach a port bound to every address.
+_LOOPBACK_FOR: Final = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
 #: Seconds between attempts to start the runtime when OCSP cannot be had yet.
 _START_RETRY_S: Final = 2.0
 
@@ -147,6 +150,7 @@ async def _serve(
     if runtime is None:
         return False
     stack.push_async_callback(runtime.stop)
+    await _require_tls13(config, runtime)
 
     admin = AdminServer(
         gateway_id=config.gateway_id,
@@ -234,6 +238,24 @@ async def _start_runtime(
             await asyncio.wait_for(stop.wait(), timeout=_START_RETRY_S)
         if stop.is_set():
             return None
+
+
+async def _require_tls13(config: GatewayConfig, runtime: GatewayRuntime) -> None:
+    """Refuse to run when a TLS port of ours would speak TLS 1.2 (see
+    :mod:`serai.tlspolicy`: the policy only holds when set before gRPC initialised)."""
+    ports = [("peer", config.peer_listen[0], runtime.peer_port)]
+    if config.is_tls:
+        ports.append(("is", config.is_listen[0], runtime.is_port))
+    for name, host, port in ports:
+        probe_host = _LOOPBACK_FOR.get(host, host)
+        if await tls12_accepted(probe_host, port):
+            log_event("gateway_tls12_accepted", port=name, address=format_address(host, port))
+            raise SeraiError(
+                f"the {name} port {format_address(host, port)} accepts TLS 1.2, and Serai "
+                "requires TLS 1.3: gRPC was initialised before Serai set its TLS policy "
+                "(start the gateway with the serai command, or import serai before grpc)",
+                code=ErrorCode.INTERNAL,
+            )
 
 
 def _valid_configuration(

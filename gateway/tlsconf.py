@@ -47,15 +47,11 @@ throw-away root whose key was never kept, so nobody can complete a handshake (gr
 would otherwise keep the old roots when given none). The consumer's probe
 (:class:`ProbeContext`) still checks server chains against the roots at start.
 
-**TLS 1.3.** grpcio 1.75 has no option to set the minimum TLS version of
-``ssl_server_credentials`` or ``ssl_channel_credentials`` (grpc/grpc#37305; PRs #43045,
-#43074, #43080 are open). gRPC core negotiates TLS 1.2 to 1.3 and picks 1.3 whenever
-both ends support it, which two Serai gateways (both BoringSSL) always do; TLS 1.3's
-downgrade protection stops an active attacker from forcing 1.2 between them. The probe
-insists on TLS 1.3 (``minimum_version``), so a peer that cannot speak it is refused.
-What remains: a non-Serai client *could* reach our peer port over TLS 1.2 (it still
-needs a certificate of an approved CA, and a registered one to get past the first
-check). Enforce 1.3 when grpcio exposes it.
+**TLS 1.3.** grpcio 1.75 has no option for the minimum TLS version
+(grpc/grpc#37305), so :mod:`serai.tlspolicy` leaves gRPC core no TLS 1.2 cipher it can
+agree on: every gRPC port and channel of a Serai process speaks TLS 1.3 only, and
+:func:`gateway.serve.run_gateway` checks its TLS ports with a TLS 1.2 ClientHello after
+they open and refuses to run if one answers. The probe sets ``minimum_version`` itself.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +72,23 @@ def call(
             return failed.code(), None, failed.details() or "", found
         found = text_metadata(state.initial_metadata(), state.trailing_metadata())
         return grpc.StatusCode.OK, answer, "", found
+
+
+def openssl_handshake(address: str, version: str, keys: Path) -> str:
+    """The protocol ``openssl s_client`` agreed with ``address`` presenting the auth
+    certificate in ``keys``, or ``""`` when the handshake failed."""
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "the openssl command is needed"
+    result = subprocess.run(
+        [openssl, "s_client", "-connect", address, version, "-alpn", "h2",
+         "-cert", str(keys / "auth.pem"), "-key", str(keys / "auth.key")],
+        check=False, input="", capture_output=True, text=True, errors="replace",
+        timeout=20,
+    )  # fmt: skip
+    for line in result.stdout.splitlines():
+        if line.startswith("New, ") and "Cipher is (NONE)" not in line:
+            return line.split(",")[1].strip()
+    return ""
 
 
 def text_metadata(*groups: object) -> dict[str, str]:
@@ -153,6 +172,12 @@ def test_two_gateway_processes_exchange(processes: list[Process], tmp_path: Path
     assert consumer.wait_for("gateway_message_log")["kind"] == "in-memory"
     consumer_at = consumer.wait_for("gateway_listening")
     provider_at = provider.wait_for("gateway_listening")
+
+    # The peer port speaks TLS 1.3 only, even to a registered gateway's certificate.
+    keys = tmp_path / "consumer" / "keys"
+    peer_port = str(provider_at["peer"])
+    assert openssl_handshake(peer_port, "-tls1_2", keys) == ""
+    assert openssl_handshake(peer_port, "-tls1_3", keys) == "TLSv1.3"
 
     admin_token = tmp_path / "gateway.jwt"
     serai(

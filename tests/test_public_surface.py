@@ -72,6 +72,7 @@ SURFACE: dict[str, set[str]] = {
         "termination_event",
     },
     "serai.tomlconf": {"TomlReader", "parse_toml", "read_config_text", "toml_string"},
+    "serai.tlspolicy": {"CIPHER_SUITES_VARIABLE", "TLS12_CIPHER_SUITES", "apply", "tls12_accepted"},
     "serai.rpcserver": {"management_server", "mark_serving"},
     "serai.localprocs": {
         "SERAI",
