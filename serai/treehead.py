@@ -151,7 +151,9 @@ class TreeHead:
         if type(self.log_id) is not str or not 1 <= len(self.log_id) <= MAX_LOG_ID_CHARS:
             raise TreeHeadError(f"log_id must be a string of 1 to {MAX_LOG_ID_CHARS} characters")
         if not self.log_id.isprintable():
-            raise TreeHeadError("log_id must be printable (no control characters)")
+            raise TreeHeadError(
+                "log_id must be printable (no control, format or separator but space)"
+            )
         if type(self.tree_size) is not int or not 0 <= self.tree_size <= _MAX_TREE_SIZE:
             raise TreeHeadError(f"tree_size must be an integer from 0 to {_MAX_TREE_SIZE}")
         if type(self.root_hash) is not bytes or len(self.root_hash) != _ROOT_HASH_BYTES:
