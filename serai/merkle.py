@@ -35,7 +35,12 @@ resistant:
 
 What verification does not say: that a root is the log's (that is the signed, timestamped
 tree head's job), nor anything about the data behind a leaf hash (the caller hashes it
-with :func:`leaf_hash`).
+with :func:`leaf_hash`). Nor does a proof bind the size on its own: a verifier replays a
+fixed sequence of left and right steps, and many sizes share it, so the proof of leaf 2
+of 3 also "verifies" as leaf 1 of 2 against the same root. That is harmless only because,
+with SHA-256 collision resistant and leaves and nodes domain-separated, a root fixes its
+whole tree, size included: **a size and a root must come together from one tree head**,
+never the size from the party that supplies the proof.
 
 Parameters. Sizes and indices are ``int`` (never ``bool``) with ``0 <= size < 2**63`` and
 ``0 <= index < size``; ``old_size <= new_size``; hashes are :data:`HASH_SIZE` bytes. Any
