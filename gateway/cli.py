@@ -165,6 +165,7 @@ def _register_init(sub: Any) -> None:
         "--key-passphrase-file", type=Path, help="encrypt the gateway's keys with this passphrase"
     )
     init.add_argument("--acl-database-url", help="keep access rights in this PostgreSQL database")
+    init.add_argument("--message-log-url", help="keep the message log in this PostgreSQL database")
     init.set_defaults(handler=_cmd_init)
 
 
@@ -205,6 +206,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         peer_listen=listens["--peer-listen"],
         admin_listen=listens["--admin-listen"],
         acl_database_url=args.acl_database_url,
+        message_log_url=args.message_log_url,
         key_passphrase_file=None if passphrase_file is None else str(passphrase_file),
     )
     config = parse_config(config_path, text)  # the last check before anything is written
@@ -235,6 +237,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
     signing_cert = ca.issue(Profile.SIGN, str(member), signing_key.public_key())
     write_private_key(config.signing_key, signing_key, passphrase=key_passphrase)
     write_certificate_chain(config.signing_certificate, ca.chain_for(signing_cert))
+    log_key = ec.generate_private_key(ec.SECP256R1())
+    log_cert = ca.issue(Profile.LOG_SIGNING, str(gateway_id), log_key.public_key())
+    write_private_key(config.log_signing_key, log_key, passphrase=key_passphrase)
+    write_certificate_chain(config.log_signing_certificate, ca.chain_for(log_cert))
     token_key = ec.generate_private_key(ec.SECP256R1())
     assert config.token_signing_key is not None  # render_config writes it
     write_private_key(config.token_signing_key, token_key, passphrase=key_passphrase)
@@ -252,6 +258,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     print(f"  configuration: {config_path}")
     print(f"  TLS authentication certificate: {config.auth_certificate}")
     print(f"  signing certificate of {member}: {config.signing_certificate}")
+    print(f"  log-signing certificate (tree heads): {config.log_signing_certificate}")
+    print(f"  message log: {config.message_log_url or config.message_log}")
     print(f"  admin token keys: {config.token_signing_key}, {config.token_public_keys[0]}")
     print(f"  trust anchor: {config.anchor}")
     print(f"  access rights: {config.acl_database_url or config.acl_database}")

@@ -20,6 +20,14 @@ directory holding the file)::
     # key_passphrase_file = "passphrase"
     acl_database = "acl.db"               # SQLite file; or instead:
     # acl_database_url = "postgresql://user@host/db"
+    message_log = "messagelog.db"         # the message log, a SQLite file; or instead:
+    # message_log_url = "postgresql://user@host/db"
+    message_log_synchronous = "full"      # SQLite durability: "full", "extra" or "normal"
+    log_signing_key = "keys/logsign.key"  # signs the log's tree heads
+    log_signing_certificate = "keys/logsign.pem"
+    tree_head_interval_s = 1              # a signed, timestamped tree head this often,
+    tree_head_max_records = 10000         #   and at least every this many records
+    timestamping_overdue_s = 14400        # refuse exchanges past this without a timestamp
     token_signing_key = "keys/token.key"
     token_public_keys = ["keys/token.pub.pem"]
     # token_audience = "serai-gateway:UZ/GOV/STC/gw:main"
@@ -32,6 +40,7 @@ directory holding the file)::
     subsystem = "UZ/GOV/STC/tax"
     allow = ["127.0.0.1", "::1"]          # IS addresses (IPs or CIDRs)
     # client_cert_sha256 = "ab12..."      # the IS's client certificate (needs is_tls = true)
+    log_mode = "full"                     # or "metadata": log only body digests
 
     [[provider]]                          # a subsystem whose IS we serve to others
     subsystem = "UZ/GOV/STC/tax"
@@ -73,9 +82,13 @@ __all__ = [
     "DEFAULT_PEER_LISTEN",
     "DEFAULT_REPLAY_WINDOW_S",
     "DEFAULT_TIMEOUT_S",
+    "DEFAULT_TIMESTAMPING_OVERDUE_S",
+    "DEFAULT_TREE_HEAD_INTERVAL_S",
+    "DEFAULT_TREE_HEAD_MAX_RECORDS",
     "ClientConfig",
     "GatewayConfig",
     "LogMode",
+    "LogSynchronous",
     "ProviderConfig",
     "load_config",
     "parse_config",
@@ -98,6 +111,12 @@ DEFAULT_MAX_SKEW_S: Final = 60
 DEFAULT_TIMEOUT_S: Final = 30.0
 #: IS addresses a ``[[client]]`` written by ``serai gateway init`` allows.
 DEFAULT_CLIENT_ALLOW: Final = ("127.0.0.1", "::1")
+#: Seconds between signed tree heads of the message log (DESIGN §6).
+DEFAULT_TREE_HEAD_INTERVAL_S: Final = 1.0
+#: Records after which a tree head is made even before the interval is over.
+DEFAULT_TREE_HEAD_MAX_RECORDS: Final = 10_000
+#: Seconds without a timestamp after which exchanges are refused (X-Road's default, 4 h).
+DEFAULT_TIMESTAMPING_OVERDUE_S: Final = 4 * 3600
 
 _KNOWN_KEYS: Final = frozenset(
     {
@@ -118,6 +137,14 @@ _KNOWN_KEYS: Final = frozenset(
         "key_passphrase_file",
         "acl_database",
         "acl_database_url",
+        "message_log",
+        "message_log_url",
+        "message_log_synchronous",
+        "log_signing_key",
+        "log_signing_certificate",
+        "tree_head_interval_s",
+        "tree_head_max_records",
+        "timestamping_overdue_s",
         "token_signing_key",
         "token_public_keys",
         "token_audience",
@@ -129,7 +156,7 @@ _KNOWN_KEYS: Final = frozenset(
         "provider",
     }
 )
-_CLIENT_KEYS: Final = frozenset({"subsystem", "allow", "client_cert_sha256"})
+_CLIENT_KEYS: Final = frozenset({"subsystem", "allow", "client_cert_sha256", "log_mode"})
 _PROVIDER_KEYS: Final = frozenset({"subsystem", "address", "log_mode"})
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
@@ -137,10 +164,18 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class LogMode(enum.StrEnum):
-    """What the message log keeps of a provider subsystem's bodies."""
+    """What the message log keeps of a subsystem's bodies (its digest always)."""
 
     FULL = "full"
     METADATA = "metadata"
+
+
+class LogSynchronous(enum.StrEnum):
+    """SQLite's ``synchronous`` setting for the message log (DESIGN §6: FULL by default)."""
+
+    NORMAL = "normal"
+    FULL = "full"
+    EXTRA = "extra"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +189,7 @@ class ClientConfig:
     subsystem: SubsystemId
     allow: tuple[IPNetwork, ...]
     client_cert_sha256: str | None
+    log_mode: LogMode = LogMode.FULL
 
     def allows_address(self, address: str) -> bool:
         """Whether the IS at IP ``address`` is in the allow-list."""
@@ -195,6 +231,14 @@ class GatewayConfig:
     key_passphrase_file: Path | None
     acl_database: Path
     acl_database_url: str | None
+    message_log: Path
+    message_log_url: str | None
+    message_log_synchronous: LogSynchronous
+    log_signing_key: Path
+    log_signing_certificate: Path
+    tree_head_interval_s: float
+    tree_head_max_records: int
+    timestamping_overdue_s: float
     token_signing_key: Path | None
     token_public_keys: tuple[Path, ...]
     token_audience: str
@@ -218,6 +262,17 @@ class GatewayConfig:
         """The ``[[provider]]`` entry of ``subsystem``, if this gateway serves it."""
         return next((p for p in self.providers if p.subsystem == subsystem), None)
 
+    def log_modes(self) -> dict[SubsystemId, LogMode]:
+        """What the message log keeps of each of our subsystems' bodies, as a client
+        (``[[client]]``) and as a provider (``[[provider]]``)."""
+        modes = {c.subsystem: c.log_mode for c in self.clients}
+        for provider in self.providers:
+            if provider.log_mode is LogMode.METADATA:
+                modes[provider.subsystem] = LogMode.METADATA
+            else:
+                modes.setdefault(provider.subsystem, LogMode.FULL)
+        return modes
+
 
 def load_config(path: Path) -> GatewayConfig:
     """Read and validate ``path``; raises :class:`ConfigError`."""
@@ -239,6 +294,7 @@ def render_config(
     peer_listen: str = DEFAULT_PEER_LISTEN,
     admin_listen: str = DEFAULT_ADMIN_LISTEN,
     acl_database_url: str | None = None,
+    message_log_url: str | None = None,
     key_passphrase_file: str | None = None,
 ) -> str:
     """The text of a new ``gateway.toml`` with the file layout ``serai gateway init``
@@ -265,7 +321,16 @@ def render_config(
         lines.append(f"acl_database_url = {toml_string(acl_database_url)}")
     else:
         lines.append('acl_database = "acl.db"')
+    if message_log_url:
+        lines.append(f"message_log_url = {toml_string(message_log_url)}")
+    else:
+        lines += ['message_log = "messagelog.db"', 'message_log_synchronous = "full"']
     lines += [
+        'log_signing_key = "keys/logsign.key"',
+        'log_signing_certificate = "keys/logsign.pem"',
+        f"tree_head_interval_s = {int(DEFAULT_TREE_HEAD_INTERVAL_S)}",
+        f"tree_head_max_records = {DEFAULT_TREE_HEAD_MAX_RECORDS}",
+        f"timestamping_overdue_s = {DEFAULT_TIMESTAMPING_OVERDUE_S}",
         'token_signing_key = "keys/token.key"',
         'token_public_keys = ["keys/token.pub.pem"]',
         f"token_audience = {toml_string(f'serai-gateway:{gateway_id}')}",
@@ -281,6 +346,7 @@ def render_config(
             "[[client]]",
             f"subsystem = {toml_string(subsystem)}",
             f"allow = [{allow}]",
+            'log_mode = "full"',
         ]
     for subsystem, address in providers:
         lines += [
@@ -299,6 +365,16 @@ class _Reader(TomlReader):
     def config(self) -> GatewayConfig:
         self.refuse_unknown(_KNOWN_KEYS, docs="docs/gateway.md")
         gateway_id = self.checked("gateway_id", GatewayId.parse, self.string("gateway_id"))
+        log_url = self.optional_string("message_log_url")
+        if log_url is not None and not log_url.startswith(("postgresql://", "postgres://")):
+            raise self.fail("message_log_url", "expected a postgresql:// URL")
+        if log_url is not None and "message_log" in self.data:
+            raise self.fail(
+                "message_log", "give either 'message_log' (SQLite) or 'message_log_url'"
+            )
+        synchronous = self.optional_string("message_log_synchronous") or "full"
+        if synchronous not in {s.value for s in LogSynchronous}:
+            raise self.fail("message_log_synchronous", 'expected "full", "extra" or "normal"')
         acl_url = self.optional_string("acl_database_url")
         if acl_url is not None and not acl_url.startswith(("postgresql://", "postgres://")):
             raise self.fail("acl_database_url", "expected a postgresql:// URL")
@@ -334,6 +410,18 @@ class _Reader(TomlReader):
             key_passphrase_file=None if passphrase is None else self.file(passphrase),
             acl_database=self.file(self.optional_string("acl_database") or "acl.db"),
             acl_database_url=acl_url,
+            message_log=self.file(self.optional_string("message_log") or "messagelog.db"),
+            message_log_url=log_url,
+            message_log_synchronous=LogSynchronous(synchronous),
+            log_signing_key=self.file(self.string("log_signing_key")),
+            log_signing_certificate=self.file(self.string("log_signing_certificate")),
+            tree_head_interval_s=self.number("tree_head_interval_s", DEFAULT_TREE_HEAD_INTERVAL_S),
+            tree_head_max_records=self.integer(
+                "tree_head_max_records", DEFAULT_TREE_HEAD_MAX_RECORDS
+            ),
+            timestamping_overdue_s=self.number(
+                "timestamping_overdue_s", DEFAULT_TIMESTAMPING_OVERDUE_S
+            ),
             token_signing_key=None if token_key is None else self.file(token_key),
             token_public_keys=tuple(self.file(p) for p in self.string_list("token_public_keys")),
             token_audience=self.optional_string("token_audience") or f"serai-gateway:{gateway_id}",
@@ -439,7 +527,12 @@ class _Reader(TomlReader):
                     "expected a non-empty list of IS addresses, or a client_cert_sha256",
                 )
             result.append(
-                ClientConfig(subsystem=subsystem, allow=allow, client_cert_sha256=fingerprint)
+                ClientConfig(
+                    subsystem=subsystem,
+                    allow=allow,
+                    client_cert_sha256=fingerprint,
+                    log_mode=self.log_mode(entry, f"{where}.log_mode"),
+                )
             )
         return tuple(result)
 
@@ -477,13 +570,20 @@ class _Reader(TomlReader):
             address = self.address(
                 "address", None, any_port=False, data=entry, where=f"{where}.address"
             )
-            mode = entry.get("log_mode", LogMode.FULL.value)
-            if mode not in {m.value for m in LogMode}:
-                raise self.fail(f"{where}.log_mode", 'expected "full" or "metadata"')
             result.append(
-                ProviderConfig(subsystem=subsystem, address=address, log_mode=LogMode(mode))
+                ProviderConfig(
+                    subsystem=subsystem,
+                    address=address,
+                    log_mode=self.log_mode(entry, f"{where}.log_mode"),
+                )
             )
         return tuple(result)
+
+    def log_mode(self, entry: dict[str, Any], where: str) -> LogMode:
+        mode = entry.get("log_mode", LogMode.FULL.value)
+        if mode not in {m.value for m in LogMode}:
+            raise self.fail(where, 'expected "full" or "metadata"')
+        return LogMode(mode)
 
 
 def _is_unspecified(host: str) -> bool:

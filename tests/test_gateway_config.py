@@ -12,6 +12,7 @@ from gateway.config import (
     DEFAULT_MAX_MESSAGE_BYTES,
     GatewayConfig,
     LogMode,
+    LogSynchronous,
     load_config,
     parse_config,
     render_config,
@@ -26,6 +27,8 @@ auth_key = "keys/auth.key"
 auth_certificate = "keys/auth.pem"
 signing_key = "keys/sign.key"
 signing_certificate = "keys/sign.pem"
+log_signing_key = "keys/logsign.key"
+log_signing_certificate = "keys/logsign.pem"
 token_public_keys = ["keys/token.pub.pem"]
 """
 
@@ -54,6 +57,14 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert config.key_passphrase_file is None
     assert config.acl_database == base / "acl.db"
     assert config.acl_database_url is None
+    assert config.message_log == base / "messagelog.db"
+    assert config.message_log_url is None
+    assert config.message_log_synchronous is LogSynchronous.FULL
+    assert config.log_signing_key == base / "keys/logsign.key"
+    assert config.log_signing_certificate == base / "keys/logsign.pem"
+    assert config.tree_head_interval_s == 1.0
+    assert config.tree_head_max_records == 10_000
+    assert config.timestamping_overdue_s == 4 * 3600
     assert config.token_signing_key is None
     assert config.token_public_keys == (base / "keys/token.pub.pem",)
     assert config.token_audience == "serai-gateway:UZ/GOV/STC/gw:main"
@@ -113,6 +124,7 @@ client_cert_sha256 = "{fingerprint}"
 [[client]]
 subsystem = "UZ/GOV/STC/audit"
 client_cert_sha256 = "{zeros}"
+log_mode = "metadata"
 
 [[provider]]
 subsystem = "UZ/GOV/STC/tax"
@@ -132,6 +144,11 @@ log_mode = "metadata"
     assert config.peer_address == ("2001:db8::1", 443)
     assert config.providers[0].log_mode is LogMode.METADATA
     assert config.providers[0].address == ("tax.internal", 7000)
+    assert tax.log_mode is LogMode.FULL
+    assert audit.log_mode is LogMode.METADATA
+    tax_id, audit_id = SubsystemId.parse("UZ/GOV/STC/tax"), SubsystemId.parse("UZ/GOV/STC/audit")
+    # A subsystem both calls out and serves: "metadata" on either side wins.
+    assert config.log_modes() == {tax_id: LogMode.METADATA, audit_id: LogMode.METADATA}
 
 
 REFUSALS: list[tuple[str, str, str, str]] = [
@@ -145,6 +162,30 @@ REFUSALS: list[tuple[str, str, str, str]] = [
     ("auth_certificate missing", "-auth_certificate", "auth_certificate", "string"),
     ("signing_key missing", "-signing_key", "signing_key", "non-empty string"),
     ("signing_certificate missing", "-signing_certificate", "signing_certificate", "string"),
+    ("log_signing_key missing", "-log_signing_key", "log_signing_key", "non-empty string"),
+    (
+        "log_signing_certificate missing",
+        "-log_signing_certificate",
+        "log_signing_certificate",
+        "string",
+    ),
+    ("log url scheme", 'message_log_url = "mysql://x"', "message_log_url", "postgresql://"),
+    (
+        "log both",
+        'message_log_url = "postgresql://x/y"\nmessage_log = "m.db"',
+        "message_log",
+        "either",
+    ),
+    ("log synchronous", 'message_log_synchronous = "off"', "message_log_synchronous", "full"),
+    ("tree head interval", "tree_head_interval_s = 0", "tree_head_interval_s", "positive"),
+    ("tree head records", "tree_head_max_records = 0.5", "tree_head_max_records", "integer"),
+    ("overdue", "timestamping_overdue_s = -1", "timestamping_overdue_s", "positive"),
+    (
+        "client log_mode",
+        '[[client]]\nsubsystem = "UZ/GOV/STC/a"\nallow = ["127.0.0.1"]\nlog_mode = "none"',
+        "client[0].log_mode",
+        "metadata",
+    ),
     ("token_public_keys missing", "-token_public_keys", "token_public_keys", "list"),
     ("token_public_keys empty", "token_public_keys = []", "token_public_keys", "non-empty list"),
     ("token_audience empty", 'token_audience = ""', "token_audience", "non-empty"),
@@ -338,6 +379,10 @@ def test_public_surface() -> None:
         "DEFAULT_PEER_LISTEN",
         "DEFAULT_REPLAY_WINDOW_S",
         "DEFAULT_TIMEOUT_S",
+        "DEFAULT_TIMESTAMPING_OVERDUE_S",
+        "DEFAULT_TREE_HEAD_INTERVAL_S",
+        "DEFAULT_TREE_HEAD_MAX_RECORDS",
+        "LogSynchronous",
         "ClientConfig",
         "GatewayConfig",
         "LogMode",
