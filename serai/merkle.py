@@ -443,7 +443,7 @@ class MemoryNodes:
         for key in keys:
             level, index = key
             try:
-                value = levels[level][index] if index >= 0 else None
+                value = levels[level][index] if level >= 0 and index >= 0 else None
             except IndexError:
                 value = None
             if value is None:

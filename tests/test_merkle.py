@@ -745,6 +745,10 @@ def test_rule_a_getter_that_omits_a_key_raises_key_error() -> None:
         inclusion_proof(0, 2, nodes)
     with pytest.raises(KeyError):
         root_at(3, lambda keys: {})
+    with pytest.raises(KeyError):
+        nodes([(-1, 0)])  # not the last level, as a negative list index would give
+    with pytest.raises(KeyError):
+        nodes([(0, 1)])
 
 
 class UniformNodes:
