@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -550,14 +551,19 @@ def _timestamped_clause(timestamped: bool | None) -> str:
 def _backend_for(location: str | Path, options: MessageLogOptions) -> Backend:
     if isinstance(location, str) and location.startswith(("postgresql://", "postgres://")):
         return PostgresBackend(location, connect_timeout_s=options.connect_timeout_s)
-    if isinstance(location, str) and "://" in location:
+    if isinstance(location, str) and ("://" in location or _LIBPQ_KEYWORD.search(location)):
+        # Never guess: a DSN taken for a file name would silently log to a new file.
         raise MessageLogError(
-            f"a message log is a SQLite path or a postgresql:// URL, not {location!r}",
+            f"a message log location is a SQLite path or a postgresql:// URL, not {location!r}",
             code=ErrorCode.INVALID_CONFIG,
         )
     return SqliteBackend(
         Path(location), synchronous=options.synchronous, busy_timeout_ms=options.busy_timeout_ms
     )
+
+
+#: A libpq keyword=value connection string (``host=... dbname=...``).
+_LIBPQ_KEYWORD: Final = re.compile(r"(^|\s)(host|hostaddr|dbname|user|port|service)=")
 
 
 def _open_and_check(backend: Backend, log_id: str, now_us: int) -> tuple[Connection, Frontier]:
