@@ -145,6 +145,10 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _admit_all() -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExchangeParts:
     """What both sides of the exchange use; built once by the runtime."""
@@ -160,3 +164,7 @@ class ExchangeParts:
     #: (gateway/_verifycache.py); every message-bound check still runs on every call.
     verification_cache: VerificationCache | None = None
     clock: Callable[[], dt.datetime] = _utc_now
+    #: Called when an exchange starts, on both sides: raises a
+    #: :class:`~serai.errors.SeraiError` to refuse every new exchange (the message log's
+    #: ``timestamping_overdue``); returns ``None`` to let it go on.
+    admission: Callable[[], None] = _admit_all

@@ -3,7 +3,9 @@
 :class:`ConsumerSide` handles any unary method an information system calls on the
 gateway's IS port, with the body as raw bytes (it never parses bodies). In order:
 
-1. The body is at most ``max_message_bytes`` (``message_too_large``), before any work.
+1. The body is at most ``max_message_bytes`` (``message_too_large``), before any work;
+   the gateway admits new exchanges (``timestamping_overdue`` while the message log's
+   records wait too long for a time-stamp: :attr:`ExchangeParts.admission`).
 2. ``x-road-client`` and ``x-road-service`` are present and valid identifiers
    (``invalid_identifier``); the method path is the call's own.
 3. This gateway serves the client subsystem in its settings (``unknown_client``); the
@@ -112,6 +114,7 @@ class ConsumerSide:
                 code=ErrorCode.MESSAGE_TOO_LARGE,
                 origin=Origin.CLIENT,
             )
+        self._parts.admission()
         deadline = time.monotonic() + _budget_s(context, settings.default_deadline_s)
         metadata = _metadata(context)
         client = SubsystemId.parse(_required(metadata, CLIENT_KEY))

@@ -4,6 +4,8 @@
 order, and refuses with the code given (status plus ``x-road-error``), before the
 provider IS sees anything:
 
+0. The gateway admits new exchanges (``timestamping_overdue`` while the message log's
+   records wait too long for a time-stamp: ``ExchangeParts.admission``).
 1. The TLS client certificate (verified by the handshake against the approved roots)
    is the registered authentication certificate of some gateway
    (``peer_not_registered``).
@@ -73,6 +75,7 @@ class ProviderSide:
     ) -> bytes:
         started = time.monotonic()
         parts, settings = self._parts, self._settings
+        parts.admission()
         snapshot = parts.configuration.current()
         auth_hash = peer_certificate_sha256(cast("dict[str, list[bytes]]", context.auth_context()))
         peer = snapshot.gateway_by_auth_hash(auth_hash) if auth_hash is not None else None

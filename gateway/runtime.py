@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -130,6 +131,7 @@ class GatewayRuntime:
         settings: GatewaySettings,
         ocsp: StapledOCSP | None = None,
         clock: Callable[[], dt.datetime] | None = None,
+        admission: Callable[[], None] | None = None,
     ) -> None:
         self._auth_key_pem = auth_key_pem
         self._auth_chain_pem = auth_chain_pem
@@ -144,8 +146,11 @@ class GatewayRuntime:
             replay=replay,
             signer=signer,
             verification_cache=VerificationCache(),
-            **({"clock": clock} if clock is not None else {}),
         )
+        if clock is not None:
+            parts = dataclasses.replace(parts, clock=clock)
+        if admission is not None:
+            parts = dataclasses.replace(parts, admission=admission)
         self._parts = parts
         self._is_server: grpc.aio.Server | None = None
         self._peer_server: grpc.aio.Server | None = None

@@ -70,6 +70,7 @@ from registry.model import (
     Subsystem,
 )
 from registry.signing import sign_configuration
+from serai.errors import SeraiError
 from serai.identifiers import GatewayId, MemberId
 from serai.localprocs import free_port
 
@@ -189,6 +190,18 @@ class Result:
 
 
 @dataclass
+class Admission:
+    """A gateway's admission check (``ExchangeParts.admission``): raises ``refusal``
+    while it is set, as the message log does while time-stamps are overdue."""
+
+    refusal: SeraiError | None = None
+
+    def __call__(self) -> None:
+        if self.refusal is not None:
+            raise self.refusal
+
+
+@dataclass
 class Harness:
     consumer: GatewayRuntime
     provider: GatewayRuntime
@@ -204,6 +217,8 @@ class Harness:
     channel: grpc.aio.Channel
     ca: CertificateAuthority
     root_pem: bytes
+    consumer_admission: Admission = field(default_factory=Admission)
+    provider_admission: Admission = field(default_factory=Admission)
 
     async def call(
         self,
@@ -360,6 +375,7 @@ async def federation(
             settings: dict[str, Any],
             log: InMemoryExchangeLog,
             policies: StaticPolicy,
+            admission: Admission,
         ) -> GatewayRuntime:
             conf_client = GlobalConfigurationClient(
                 anchor=anchor,
@@ -389,6 +405,7 @@ async def federation(
                     is_listen="127.0.0.1:0", peer_listen=f"127.0.0.1:{peer_port}", **settings
                 ),
                 ocsp=stapled,
+                admission=admission,
             )
             await gw.start()
             stack.push_async_callback(gw.stop, 0)
@@ -407,6 +424,7 @@ async def federation(
             )
         )
         provider_policy = StaticPolicy(policy.policy())
+        consumer_admission, provider_admission = Admission(), Admission()
         consumer = await runtime(
             CONSUMER_GW,
             MINJUST,
@@ -426,6 +444,7 @@ async def federation(
             },
             consumer_log,
             policy,
+            consumer_admission,
         )
         provider = await runtime(
             PROVIDER_GW,
@@ -439,6 +458,7 @@ async def federation(
             },
             provider_log,
             provider_policy,
+            provider_admission,
         )
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{consumer.is_port}")
         stack.push_async_callback(channel.close, None)
@@ -458,6 +478,8 @@ async def federation(
             channel=channel,
             ca=ca,
             root_pem=certificates_pem([root]),
+            consumer_admission=consumer_admission,
+            provider_admission=provider_admission,
         )
 
 

@@ -41,6 +41,7 @@ from certs.ocsp import OCSPResponder
 from certs.ocsp_client import build_request
 from certs.pkidir import PKIDirectory
 from certs.profiles import Profile
+from gateway.errors import GatewayError
 from gateway.headers import request_header_for
 from gateway.replay import ReplayGuard
 from gateway.signing import HeaderSigner, SignedHeader
@@ -313,6 +314,26 @@ async def _log_unavailable(fed: Harness, _: Path) -> Outcome:
     return _seen(await fed.call())
 
 
+def _overdue() -> GatewayError:
+    return GatewayError(
+        "the message log's records have waited 4h for a time-stamp",
+        code=E.TIMESTAMPING_OVERDUE,
+        origin=Origin.GATEWAY,
+    )
+
+
+async def _timestamping_overdue_consumer(fed: Harness, _: Path) -> Outcome:
+    """The consumer gateway's log is overdue: it refuses before signing or sending."""
+    fed.consumer_admission.refusal = _overdue()
+    return _seen(await fed.call())
+
+
+async def _timestamping_overdue_provider(fed: Harness, _: Path) -> Outcome:
+    """The provider gateway's log is overdue: it refuses before anything else."""
+    fed.provider_admission.refusal = _overdue()
+    return _seen(await fed.call())
+
+
 async def _provider_unavailable(fed: Harness, _: Path) -> Outcome:
     """The provider IS is down: the provider gateway says so, blaming the provider."""
     await fed.echo.stop()
@@ -389,6 +410,18 @@ CASES: tuple[Case, ...] = (
     ),
     Case("globalconf_expired", E.GLOBALCONF_EXPIRED, G, _globalconf_expired),
     Case("log_unavailable", E.LOG_UNAVAILABLE, G, _log_unavailable),
+    Case(
+        "timestamping_overdue_consumer",
+        E.TIMESTAMPING_OVERDUE,
+        G,
+        _timestamping_overdue_consumer,
+    ),
+    Case(
+        "timestamping_overdue_provider",
+        E.TIMESTAMPING_OVERDUE,
+        G,
+        _timestamping_overdue_provider,
+    ),
     Case("provider_unavailable", E.PROVIDER_UNAVAILABLE, P, _provider_unavailable),
     Case(
         "provider_unavailable_no_gateway",
@@ -412,6 +445,7 @@ COVERED: frozenset[ErrorCode] = frozenset(
         E.ACCESS_DENIED,
         E.REPLAY_DETECTED,
         E.GATEWAY_OVERLOADED,
+        E.TIMESTAMPING_OVERDUE,
         E.CLOCK_SKEW,
         E.SIGNATURE_INVALID,
         E.CERTIFICATE_REVOKED,
