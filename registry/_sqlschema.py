@@ -1,7 +1,14 @@
 """The registry's SQL schema: its tables, its version, and the one-time set-up.
 
 :func:`_create_or_check` runs inside the store's opening transaction: it creates what is
-absent, and refuses a database of another schema version or another federation instance.
+absent, upgrades an older schema, and refuses a database of a newer schema version or
+another federation instance.
+
+Versions: 1, the federation, audit log and counters; 2 adds the configuration log
+(``conflog_entries``, ``conflog_nodes``, ``conflog_heads`` and the ``conflog`` counter,
+:mod:`registry._sqlconflog`). Upgrading from 1 creates those (empty: the log starts with
+the next publication) and records version 2, in the same transaction, so a database is
+either still at 1 or wholly at 2.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from registry.errors import RegistryError
 from serai.errors import ErrorCode, Origin
 
 #: Version of the schema this code creates and understands.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+#: Older versions this code upgrades when it opens them.
+_UPGRADABLE: Final = frozenset({1})
 
 
 def _create_or_check(db: _Connection, dialect: _Dialect, instance: str, where: str) -> None:
@@ -22,7 +31,7 @@ def _create_or_check(db: _Connection, dialect: _Dialect, instance: str, where: s
         db.execute(dialect.schema_lock)
     db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     versions = db.rows("SELECT version FROM schema_version")
-    if versions and versions[0][0] != SCHEMA_VERSION:
+    if versions and versions[0][0] != SCHEMA_VERSION and versions[0][0] not in _UPGRADABLE:
         raise RegistryError(
             f"{where} has registry schema version {versions[0][0]}; this Serai "
             f"understands version {SCHEMA_VERSION}",
@@ -33,7 +42,9 @@ def _create_or_check(db: _Connection, dialect: _Dialect, instance: str, where: s
         db.execute(statement)
     if not versions:
         db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-    for counter in ("audit", "serial"):
+    elif versions[0][0] != SCHEMA_VERSION:
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+    for counter in ("audit", "serial", "conflog"):
         db.execute(
             "INSERT INTO counters (name, value) VALUES (?, 0) ON CONFLICT (name) DO NOTHING",
             (counter,),
@@ -97,4 +108,12 @@ def _schema(dialect: _Dialect) -> list[str]:
         "CREATE TABLE IF NOT EXISTS audit_log (sequence BIGINT PRIMARY KEY,"
         f" at {timestamp} NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,"
         " target TEXT NOT NULL, details TEXT NOT NULL)",
+        # version 2: the configuration log
+        "CREATE TABLE IF NOT EXISTS conflog_entries (leaf_index BIGINT PRIMARY KEY,"
+        f" serial BIGINT NOT NULL UNIQUE, envelope {blob} NOT NULL,"
+        f" appended_at {timestamp} NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS conflog_nodes (level INTEGER NOT NULL,"
+        f" node_index BIGINT NOT NULL, hash {blob} NOT NULL, PRIMARY KEY (level, node_index))",
+        f"CREATE TABLE IF NOT EXISTS conflog_heads (tree_size BIGINT PRIMARY KEY, sth {blob}"
+        " NOT NULL)",
     ]

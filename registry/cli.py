@@ -55,6 +55,7 @@ from registry.config import (
     load_config,
     render_config,
 )
+from registry.conflog import log_id_for
 from registry.model import ApprovedCA, ApprovedTSA
 from registry.publisher import Publisher
 from registry.server import ROLE_ADMIN, ROLE_OBSERVER, RegistryServer
@@ -304,6 +305,7 @@ def _cmd_anchor(args: argparse.Namespace) -> int:
         download_url=config.download_url,
         signing_certificates=certificates,
         generated_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+        configuration_log_id=log_id_for(config.instance),
     )
     data = encode_anchor(anchor)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -311,6 +313,7 @@ def _cmd_anchor(args: argparse.Namespace) -> int:
     print(f"wrote trust anchor of instance {config.instance} to {args.out}")
     print(f"  download URL: {anchor.download_url}")
     print(f"  signing certificates: {len(certificates)}")
+    print(f"  configuration log: {anchor.configuration_log_id}")
     return 0
 
 

@@ -64,12 +64,16 @@ class TrustAnchor:
     """What a gateway trusts the registry by, distributed out of band.
 
     ``signing_certificates`` are DER; more than one during a key rollover.
+    ``configuration_log_id`` names the registry's configuration log
+    (:mod:`registry.conflog`); empty when the registry keeps none (older anchors), and
+    then gateways check a log's heads only once they have seen one.
     """
 
     instance: str
     download_url: str
     signing_certificates: tuple[bytes, ...]
     generated_at: dt.datetime
+    configuration_log_id: str = ""
 
     def __post_init__(self) -> None:
         if not self.signing_certificates:
@@ -243,6 +247,7 @@ def encode_anchor(anchor: TrustAnchor) -> bytes:
         download_url=anchor.download_url,
         signing_certificates=list(anchor.signing_certificates),
         generated_at=_timestamp(anchor.generated_at),
+        configuration_log_id=anchor.configuration_log_id,
     ).SerializeToString(deterministic=True)
 
 
@@ -260,6 +265,7 @@ def decode_anchor(data: bytes) -> TrustAnchor:
             download_url=message.download_url,
             signing_certificates=tuple(message.signing_certificates),
             generated_at=_datetime(message.generated_at),
+            configuration_log_id=message.configuration_log_id,
         )
 
     return _checked("trust anchor", build)

@@ -3,8 +3,9 @@
 :class:`Publisher` turns the store's current state into a signed configuration and
 writes it into a publish directory that any web server can serve as static files::
 
-    <publish_dir>/globalconf/v1/current      the serialized SignedGlobalConfiguration
-    <publish_dir>/globalconf/v1/<serial>     the same bytes, kept for the last N serials
+    <publish_dir>/globalconf/v1/current           the serialized SignedGlobalConfiguration
+    <publish_dir>/globalconf/v1/<serial>          the same bytes, kept for the last N serials
+    <publish_dir>/globalconf/v1/conflog/<serial>  its proof bundle (registry.conflog)
 
 Guarantees:
 
@@ -16,6 +17,14 @@ Guarantees:
    the previous configuration or the new one, never a torn file. The history file of a
    serial is written before ``current`` points at it.
 4. :attr:`Publisher.current` changes only after the files are in place.
+5. Every configuration served is in the configuration log: the envelope is appended to
+   the store's log (:meth:`RegistryStore.conflog_append`, one transaction with its nodes
+   and the signed head of the new size) before any file of it is written, and its proof
+   bundle is written before the configuration itself. A failure after the append leaves
+   a logged configuration that was never served, which is harmless; the reverse cannot
+   happen. Heads are signed with the configuration signing key (EC P-256 or Ed25519:
+   a :class:`Publisher` refuses another key with ``invalid_config``) and its
+   certificate alone as ``x5c``, the one gateways hold in their trust anchor.
 
 :class:`PublicationLoop` drives it on the asyncio loop: once at start, after every
 change (bursts coalesce into one publication), and every interval; the blocking work
@@ -28,12 +37,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -44,16 +54,29 @@ from cryptography import x509
 from certs.keys import PrivateKey
 from registry.codec import encode_configuration
 from registry.config import CURRENT_PATH, DEFAULT_HISTORY_KEEP, DEFAULT_VALIDITY_S
+from registry.conflog import BUNDLE_DIR, ProofBundle, log_id_for
 from registry.model import GlobalConfiguration
 from registry.signing import sign_configuration
 from registry.store import RegistryStore
 from serai.cliutil import log_event
+from serai.treehead import SignedTreeHead, TreeHead, TreeHeadSigner
 
-__all__ = ["PublicationLoop", "PublishedConfiguration", "Publisher", "create_http_app"]
+__all__ = [
+    "ConsistencyProvider",
+    "PublicationLoop",
+    "PublishedConfiguration",
+    "Publisher",
+    "create_http_app",
+]
 
 _HISTORY_DIR: Final = Path(CURRENT_PATH).parent
 #: Seconds before retrying after a failed publication (capped by the interval).
 _RETRY_S: Final = 5.0
+_IMMUTABLE: Final = "public, max-age=31536000, immutable"
+
+#: The consistency proof resource between two sizes (canonical JSON), ``None`` when the
+#: log does not have them (:func:`create_http_app`).
+ConsistencyProvider = Callable[[int, int], Awaitable[bytes | None]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +89,8 @@ class PublishedConfiguration:
     expires_at: dt.datetime
     configuration_sha256: bytes
     envelope: bytes
+    #: Its entry in the configuration log, once appended (``None`` from ``generate``).
+    bundle: ProofBundle | None = None
 
 
 class Publisher:
@@ -91,6 +116,13 @@ class Publisher:
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._lock = threading.Lock()
         self._current: PublishedConfiguration | None = None
+        self._head_signer = TreeHeadSigner(key=signing_key, certificate_chain=[signing_certificate])
+        self._log_id = log_id_for(store.instance)
+
+    @property
+    def log_id(self) -> str:
+        """The configuration log's id (``<instance>/registry-conf``)."""
+        return self._log_id
 
     @property
     def current(self) -> PublishedConfiguration | None:
@@ -120,20 +152,37 @@ class Publisher:
         )
 
     def publish(self) -> PublishedConfiguration:
-        """Generate a configuration and write it atomically into the publish directory."""
+        """Generate a configuration, append it to the configuration log, and write it
+        and its proof bundle atomically into the publish directory."""
         with self._lock:
-            published = self.generate()
+            generated = self.generate()
+            bundle = self._store.conflog_append(
+                serial=generated.serial, envelope=generated.envelope, sign_head=self._sign_head
+            )
+            published = dataclasses.replace(generated, bundle=bundle)
             history = self.publish_dir / _HISTORY_DIR
-            history.mkdir(parents=True, exist_ok=True)
+            (history / BUNDLE_DIR).mkdir(parents=True, exist_ok=True)
+            _atomic_write(history / BUNDLE_DIR / str(published.serial), bundle.encode())
             _atomic_write(history / str(published.serial), published.envelope)
             _atomic_write(self.publish_dir / CURRENT_PATH, published.envelope)
             self._current = published
             self._prune(history)
             return published
 
+    def _sign_head(self, tree_size: int, root_hash: bytes) -> SignedTreeHead:
+        now = self._clock().astimezone(dt.UTC)
+        head = TreeHead(
+            log_id=self._log_id,
+            tree_size=tree_size,
+            root_hash=root_hash,
+            time=now.replace(microsecond=now.microsecond // 1000 * 1000),
+        )
+        return self._head_signer.sign(head)
+
     def _prune(self, history: Path) -> None:
         serials = sorted(int(p.name) for p in history.iterdir() if p.name.isdigit())
         for serial in serials[: -self.history_keep]:
+            (history / BUNDLE_DIR / str(serial)).unlink(missing_ok=True)
             (history / str(serial)).unlink(missing_ok=True)
 
 
@@ -208,11 +257,17 @@ class PublicationLoop:
                 self._published.notify_all()
 
 
-def create_http_app(publish_dir: Path) -> web.Application:
+def create_http_app(
+    publish_dir: Path, *, consistency: ConsistencyProvider | None = None
+) -> web.Application:
     """An aiohttp app serving ``publish_dir`` as static files (GET and HEAD).
 
-    Every file is ``application/octet-stream``; ``current`` is ``Cache-Control:
-    no-cache`` (it changes), numbered history files are immutable.
+    Every file is ``application/octet-stream`` (the configuration log's, under
+    ``conflog/``, ``application/json``); ``current`` is ``Cache-Control: no-cache`` (it
+    changes), numbered history files and proof bundles are immutable. With
+    ``consistency`` (the store's proofs, run off the loop), it also answers
+    ``globalconf/v1/conflog/consistency/<old>/<new>`` (immutable too; 404 for sizes the
+    log does not have).
     """
     root = publish_dir.resolve()
 
@@ -224,10 +279,21 @@ def create_http_app(publish_dir: Path) -> web.Application:
         path = root.joinpath(*parts)
         if not path.is_file():
             raise web.HTTPNotFound
-        cache = "no-cache" if parts[-1] == "current" else "public, max-age=31536000, immutable"
-        return web.FileResponse(
-            path,
-            headers={"Content-Type": "application/octet-stream", "Cache-Control": cache},
+        cache = "no-cache" if parts[-1] == "current" else _IMMUTABLE
+        kind = "application/json" if BUNDLE_DIR in parts[:-1] else "application/octet-stream"
+        return web.FileResponse(path, headers={"Content-Type": kind, "Cache-Control": cache})
+
+    async def prove(request: web.Request) -> web.Response:
+        assert consistency is not None
+        old, new = _decimal(request.match_info["old"]), _decimal(request.match_info["new"])
+        if old is None or new is None:
+            raise web.HTTPNotFound
+        body = await consistency(old, new)
+        if body is None:
+            raise web.HTTPNotFound
+        return web.Response(
+            body=body,
+            headers={"Content-Type": "application/json", "Cache-Control": _IMMUTABLE},
         )
 
     async def healthz(_: web.Request) -> web.Response:
@@ -235,8 +301,17 @@ def create_http_app(publish_dir: Path) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    if consistency is not None:
+        route = f"/{_HISTORY_DIR.as_posix()}/{BUNDLE_DIR}/consistency/{{old}}/{{new}}"
+        app.router.add_get(route, prove)
     app.router.add_get("/{tail:.*}", serve)
     return app
+
+
+def _decimal(text: str) -> int | None:
+    if not text.isdecimal() or str(int(text)) != text or int(text) >= 2**63:
+        return None
+    return int(text)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

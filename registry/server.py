@@ -3,7 +3,8 @@
 :class:`RegistryManagementService` implements every rpc of
 ``serai.registry.v1.RegistryManagement`` over a :class:`~registry.store.RegistryStore`;
 :class:`RegistryServer` runs it with the gRPC health and reflection services, the HTTP
-app serving the publish directory, and the :class:`~registry.publisher.PublicationLoop`.
+app serving the publish directory (and the configuration log's consistency proofs, from
+the store), and the :class:`~registry.publisher.PublicationLoop`.
 
 Guarantees of every rpc:
 
@@ -42,6 +43,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from registry.codec import ca_from_proto, ca_to_proto, tsa_from_proto, tsa_to_proto
+from registry.conflog import encode_consistency
 from registry.errors import ConfigurationError, RegistryError
 from registry.model import Gateway, GlobalGroup, Member
 from registry.publisher import PublicationLoop, PublishedConfiguration, Publisher, create_http_app
@@ -520,6 +522,8 @@ class RegistryServer:
             current=lambda: publisher.current,
         )
         self._publish_dir = publisher.publish_dir
+        self._store = store
+        self._executor = executor
         self._grpc_listen = grpc_listen
         self._http_listen = http_listen
         self._grpc: grpc.aio.Server | None = None
@@ -540,7 +544,9 @@ class RegistryServer:
         self.grpc_port = server.add_insecure_port(format_address(host, port))
         self._grpc = server
         self._publish_dir.mkdir(parents=True, exist_ok=True)
-        runner = web.AppRunner(create_http_app(self._publish_dir), access_log=None)
+        runner = web.AppRunner(
+            create_http_app(self._publish_dir, consistency=self._consistency), access_log=None
+        )
         await runner.setup()
         site = web.TCPSite(runner, self._http_listen[0], self._http_listen[1])
         await site.start()
@@ -549,6 +555,20 @@ class RegistryServer:
         await server.start()
         self.publication.start()
         await mark_serving(health_servicer, SERVICE_NAME)
+
+    async def _consistency(self, old_size: int, new_size: int) -> bytes | None:
+        """The configuration log's consistency proof resource, from the store's thread."""
+
+        def work() -> bytes | None:
+            try:
+                proof = self._store.conflog_consistency(old_size, new_size)
+            except RegistryError as exc:
+                if exc.code is ErrorCode.NOT_FOUND:
+                    return None
+                raise
+            return encode_consistency(old_size, new_size, proof)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop accepting calls, let calls in flight finish (up to ``grace_s``), stop."""

@@ -45,6 +45,10 @@ that state. What it guarantees, for both databases:
   invariants are checked again.
 * **Serials.** :meth:`SqlRegistryStore.next_serial` increments a counter row in its own
   committed transaction: strictly increasing across restarts and processes.
+* **Configuration log.** :meth:`SqlRegistryStore.conflog_append` stores a configuration's
+  leaf, the nodes it completes and the signed head of the new size in one write
+  transaction whose first statement increments the ``conflog`` counter (serialising
+  appenders as the audit counter serialises changes); see :mod:`registry._sqlconflog`.
 * **One instance.** The database records its federation instance when created; opening
   it for another instance, or with another schema version, is refused.
 * **Wrapped failures.** Driver errors (``sqlite3.Error``, ``psycopg.Error``) surface as
@@ -72,6 +76,7 @@ from registry._sqlchecks import (
     _check_tsa,
     _TrustedCAs,
 )
+from registry._sqlconflog import _append, _consistency, _entry, _head, _root, _size
 from registry._sqlcore import Clock, _SqlStoreCore
 from registry._sqldialect import (
     _POSTGRES,
@@ -103,6 +108,7 @@ from registry._sqlwrite import (
     _insert_served,
     _insert_tsas,
 )
+from registry.conflog import HeadSigner, ProofBundle
 from registry.errors import ConfigurationError, RegistryError
 from registry.model import (
     ApprovedCA,
@@ -648,3 +654,44 @@ class SqlRegistryStore(_SqlStoreCore):
                 "UPDATE counters SET value = value + 1 WHERE name = 'serial' RETURNING value"
             )
             return int(rows[0][0])
+
+    # -- the configuration log ---------------------------------------------------------------
+
+    def conflog_append(self, *, serial: int, envelope: bytes, sign_head: HeadSigner) -> ProofBundle:
+        """Append ``envelope`` (configuration ``serial``) to the configuration log, sign
+        the new head with ``sign_head``, and return the entry's proof bundle."""
+        with self._transaction("append to the configuration log", write=True) as db:
+            return _append(
+                db,
+                self._dialect,
+                serial=serial,
+                envelope=envelope,
+                sign_head=sign_head,
+                now=self._now(),
+            )
+
+    def conflog_size(self) -> int:
+        """Number of configurations in the log."""
+        with self._transaction("read the configuration log size") as db:
+            return _size(db)
+
+    def conflog_root(self, size: int) -> bytes:
+        """The root hash of the log's first ``size`` entries."""
+        with self._transaction("read a configuration log root") as db:
+            return _root(db, size)
+
+    def conflog_consistency(self, old_size: int, new_size: int) -> Sequence[bytes]:
+        """The consistency proof from ``old_size`` to ``new_size`` (``not_found`` when
+        they are not ``0 <= old_size <= new_size <= conflog_size()``)."""
+        with self._transaction("prove configuration log consistency") as db:
+            return _consistency(db, old_size, new_size)
+
+    def conflog_head(self, size: int) -> bytes:
+        """The signed tree head (compact JWS) of size ``size``."""
+        with self._transaction("read a configuration log head") as db:
+            return _head(db, size)
+
+    def conflog_entry(self, index: int) -> tuple[int, bytes]:
+        """Serial and envelope bytes of the log's entry ``index``."""
+        with self._transaction("read a configuration log entry") as db:
+            return _entry(db, index)

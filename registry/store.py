@@ -19,6 +19,13 @@ Contract, for every implementation:
   (:class:`registry.model.Federation`, whose invariants hold) of one committed state.
 * :meth:`RegistryStore.next_serial` returns a value strictly greater than every value it
   returned before, across restarts and across processes sharing the database.
+* :meth:`RegistryStore.conflog_append` appends a configuration to the configuration log
+  (:mod:`registry.conflog`) in one transaction: the leaf, every perfect-subtree node it
+  completes and the signed head of the new size are stored together or not at all,
+  appenders are serialised across processes, and a serial is appended at most once.
+  Leaves, nodes and heads are never changed afterwards; proofs between any two sizes up
+  to :meth:`RegistryStore.conflog_size` come from the stored nodes (``not_found``
+  beyond it).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from registry.conflog import HeadSigner, ProofBundle
 from registry.model import ApprovedCA, ApprovedTSA, Federation, Gateway, GlobalGroup, Member
 from serai.identifiers import GatewayId, GlobalGroupId, MemberId, Subject, SubsystemId
 
@@ -113,4 +121,15 @@ class RegistryStore(Protocol):
     def audit_log(self, *, after_sequence: int = 0, limit: int = 100) -> Sequence[AuditEntry]: ...
     def last_audit_sequence(self) -> int: ...
     def next_serial(self) -> int: ...
+
+    # the configuration log
+    def conflog_append(
+        self, *, serial: int, envelope: bytes, sign_head: HeadSigner
+    ) -> ProofBundle: ...
+    def conflog_size(self) -> int: ...
+    def conflog_root(self, size: int) -> bytes: ...
+    def conflog_consistency(self, old_size: int, new_size: int) -> Sequence[bytes]: ...
+    def conflog_head(self, size: int) -> bytes: ...
+    def conflog_entry(self, index: int) -> tuple[int, bytes]: ...
+
     def close(self) -> None: ...

@@ -635,6 +635,7 @@ async def test_failed_publication_is_logged_and_retried(
 
 def test_publisher_public_surface() -> None:
     assert set(registry.publisher.__all__) == {
+        "ConsistencyProvider",
         "PublicationLoop",
         "PublishedConfiguration",
         "Publisher",

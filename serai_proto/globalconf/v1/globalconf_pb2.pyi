@@ -396,10 +396,17 @@ class TrustAnchor(_message.Message):
     DOWNLOAD_URL_FIELD_NUMBER: _builtins.int
     SIGNING_CERTIFICATES_FIELD_NUMBER: _builtins.int
     GENERATED_AT_FIELD_NUMBER: _builtins.int
+    CONFIGURATION_LOG_ID_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """Federation instance, e.g. `UZ`."""
     download_url: _builtins.str
     """URL of the SignedGlobalConfiguration file (any HTTP server or CDN)."""
+    configuration_log_id: _builtins.str
+    """Log id of the registry's configuration log (e.g. `UZ/registry-conf`). When set, a
+    gateway accepts a configuration only with a signed tree head of that log that
+    includes it and is consistent with every head it has seen; empty in anchors of
+    registries that keep no log.
+    """
     @_builtins.property
     def signing_certificates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The registry's configuration signing certificates, DER; more than one during a
@@ -417,10 +424,11 @@ class TrustAnchor(_message.Message):
         download_url: _builtins.str = ...,
         signing_certificates: _abc.Iterable[_builtins.bytes] | None = ...,
         generated_at: _timestamp_pb2.Timestamp | None = ...,
+        configuration_log_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["download_url", b"download_url", "generated_at", b"generated_at", "instance_id", b"instance_id", "signing_certificates", b"signing_certificates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["configuration_log_id", b"configuration_log_id", "download_url", b"download_url", "generated_at", b"generated_at", "instance_id", b"instance_id", "signing_certificates", b"signing_certificates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
