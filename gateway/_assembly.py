@@ -60,6 +60,8 @@ class LoadedFiles:
     signing_key: PrivateKey
     signing_chain: tuple[x509.Certificate, ...]  # leaf first, then its issuer(s)
     anchor: TrustAnchor
+    log_signing_key: PrivateKey
+    log_signing_chain: tuple[x509.Certificate, ...]  # leaf first, root excluded
     is_client_ca_pem: bytes | None = None  # with is_tls: the IS client CA(s), PEM
 
 
@@ -76,6 +78,8 @@ def load_files(config: GatewayConfig) -> LoadedFiles:
             f"{config.signing_certificate}: expected the signing certificate followed by "
             "its issuing CA (as `serai gateway init` writes it)"
         )
+    log_signing_key = load_private_key(config.log_signing_key, passphrase=passphrase)
+    log_signing_chain = tuple(load_certificate_chain(config.log_signing_certificate))
     try:
         anchor_bytes = config.anchor.read_bytes()
     except OSError as exc:
@@ -106,6 +110,8 @@ def load_files(config: GatewayConfig) -> LoadedFiles:
         signing_key=signing_key,
         signing_chain=signing_chain,
         anchor=anchor,
+        log_signing_key=log_signing_key,
+        log_signing_chain=log_signing_chain,
         is_client_ca_pem=is_client_ca_pem,
     )
 

@@ -9,7 +9,9 @@
    (``gateway_waiting_for_globalconf`` is logged meanwhile, and the wait is retried);
 3. the access-rights store, in one worker thread shared with the admin API, and the
    policy the runtime reads (re-read after each admin change and every few seconds);
-4. the exchange runtime (IS port, peer port) with the replay guard, the message log
+4. the message log (:mod:`gateway._logsetup`: the durable Merkle log, its tree-head
+   scheduler and the configuration archive; ``gateway_message_log`` names it), then
+   the exchange runtime (IS port, peer port) with the replay guard, the log
    and a stapled OCSP response for the member's signing certificate (responder from
    the certificate's AIA, else its approved CA's in the configuration); an OCSP
    responder that is down at start is retried;
@@ -19,9 +21,7 @@ Then ``gateway_listening`` is logged with the three addresses, and SIGINT or SIG
 stops everything gracefully (``gateway_stopped``). Every event is a JSON line on
 stderr.
 
-Known limits: the message log is the in-memory one (the durable log comes with the
-message-log issue, and ``gateway_message_log`` says so at start); the peer port's
-approved CAs, and the IS port's client CA, are those held at start.
+Known limits: the IS port's client CA is the one held at start.
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ from gateway._assembly import (
     ocsp_url_for,
     settings_from_config,
 )
+from gateway._logsetup import GatewayLog, open_gateway_log
 from gateway._settings import GatewaySettings
 from gateway.admin import AdminServer, RuntimeStatus
 from gateway.cli import open_acl_store, token_verifier
-from gateway.commit import InMemoryExchangeLog
+from gateway.commit import ExchangeLog
 from gateway.config import GatewayConfig, load_config
 from gateway.replay import ReplayGuard
 from gateway.runtime import GatewayRuntime, StapledOCSP
@@ -56,6 +57,7 @@ from registry.snapshot import ConfigurationSnapshot
 from serai.cliutil import format_address, log_event, termination_event
 from serai.errors import ErrorCode, SeraiError
 from serai.tlspolicy import tls12_accepted
+from serai.treehead import TreeHeadSigner
 
 __all__ = ["register_serve", "run_gateway"]
 
@@ -127,13 +129,13 @@ async def _serve(
     policy = FollowedPolicy(store=store, initial=initial, executor=executor)
     _background(stack, policy.run(), "acl-policy")
 
-    log = InMemoryExchangeLog()
-    log_event(
-        "gateway_message_log",
-        kind="in-memory",
-        message="records are kept in memory until the durable message log lands; "
-        "they are lost when the process stops",
+    gateway_log = await open_gateway_log(
+        config=config,
+        signer=TreeHeadSigner(key=files.log_signing_key, certificate_chain=files.log_signing_chain),
+        globalconf=globalconf,
+        stack=stack,
     )
+    log = gateway_log.exchange_log
     ocsp_client = OCSPClient()
     stack.push_async_callback(ocsp_client.aclose)
     runtime = await _start_runtime(
@@ -143,6 +145,7 @@ async def _serve(
         globalconf=globalconf,
         policy=policy,
         log=log,
+        admission=gateway_log.admission,
         settings=settings,
         ocsp_client=ocsp_client,
         stop=stop,
@@ -159,7 +162,7 @@ async def _serve(
         verifier=token_verifier(config),
         providers=[p.subsystem for p in config.providers],
         listen=config.admin_listen,
-        status=lambda: _status(globalconf, log),
+        status=lambda: _status(globalconf, gateway_log),
         executor=executor,
     )
     await admin.start()
@@ -191,7 +194,8 @@ async def _start_runtime(
     snapshot: ConfigurationSnapshot,
     globalconf: GlobalConfigurationClient,
     policy: FollowedPolicy,
-    log: InMemoryExchangeLog,
+    log: ExchangeLog,
+    admission: Callable[[], None],
     settings: GatewaySettings,
     ocsp_client: OCSPClient,
     stop: asyncio.Event,
@@ -221,6 +225,7 @@ async def _start_runtime(
             ),
             settings=settings,
             ocsp=stapled,
+            admission=admission,
         )
         try:
             await runtime.start()
@@ -299,13 +304,16 @@ def _background(stack: contextlib.AsyncExitStack, work: Awaitable[None], name: s
     stack.push_async_callback(cancel)
 
 
-def _status(globalconf: GlobalConfigurationClient, log: InMemoryExchangeLog) -> RuntimeStatus:
+def _status(globalconf: GlobalConfigurationClient, log: GatewayLog) -> RuntimeStatus:
     status = globalconf.status()
+    reasons = (("no valid global configuration",) if status.expired else ()) + (
+        log.not_ready_reasons()
+    )
     return RuntimeStatus(
         globalconf_serial=status.serial or 0,
         globalconf_generated_at=status.generated_at,
         globalconf_expires_at=status.expires_at,
-        log_size=len(log),
-        ready=not status.expired,
-        not_ready_reasons=("no valid global configuration",) if status.expired else (),
+        log_size=log.store.size,
+        ready=not reasons,
+        not_ready_reasons=reasons,
     )

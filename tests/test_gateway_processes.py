@@ -8,6 +8,7 @@ grpcio client plays the consumer IS. No timing is asserted.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import shutil
@@ -22,7 +23,9 @@ import pytest
 import gateway._assembly
 import gateway.serve
 from gateway._assembly import settings_from_config
+from gateway.commit import RecordKind
 from gateway.config import parse_config, render_config
+from gateway.messagelog import MessageLog
 from serai.errors import ConfigError
 from serai.localprocs import (
     SERAI,
@@ -102,23 +105,22 @@ def text_metadata(*groups: object) -> dict[str, str]:
 
 
 def test_two_gateway_processes_exchange(processes: list[Process], tmp_path: Path) -> None:
-    ocsp_port = free_port()
+    ocsp_port, tsa_port = free_port(), free_port()
     pki = tmp_path / "pki"
     serai(
-        "pki",
-        "init",
-        "--dir",
-        pki,
-        "--instance",
-        "UZ",
-        "--ocsp-url",
-        f"http://127.0.0.1:{ocsp_port}/",
-    )
+        "pki", "init", "--dir", pki, "--instance", "UZ",
+        "--ocsp-url", f"http://127.0.0.1:{ocsp_port}/", "--tsa-url", f"http://127.0.0.1:{tsa_port}/",
+    )  # fmt: skip
     ocsp = start(
         processes,
         [*SERAI, "pki", "ocsp", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{ocsp_port}"],
     )
     ocsp.wait_for("ocsp_listening")
+    tsa = start(
+        processes,
+        [*SERAI, "pki", "tsa", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{tsa_port}"],
+    )
+    tsa.wait_for("tsa_listening")
 
     reg = tmp_path / "reg"
     serai(
@@ -169,7 +171,7 @@ def test_two_gateway_processes_exchange(processes: list[Process], tmp_path: Path
     serve = gateway_serve()
     consumer = start(processes, [*serve, "--config", str(gateways["consumer"])])
     provider = start(processes, [*serve, "--config", str(gateways["provider"])])
-    assert consumer.wait_for("gateway_message_log")["kind"] == "in-memory"
+    assert consumer.wait_for("gateway_message_log")["kind"] == "sqlite"
     consumer_at = consumer.wait_for("gateway_listening")
     provider_at = provider.wait_for("gateway_listening")
 
@@ -205,6 +207,9 @@ def test_two_gateway_processes_exchange(processes: list[Process], tmp_path: Path
     assert code is grpc.StatusCode.NOT_FOUND
     assert details == "echo: failing as asked"
     assert "x-road-error" not in metadata
+    # Both logs time-stamp a tree head covering the exchanges (interval 1 s by default).
+    consumer.wait_for("log_tree_head_timestamped")
+    provider.wait_for("log_tree_head_timestamped")
 
     for process, stopped in (
         (consumer, "gateway_stopped"),
@@ -212,9 +217,40 @@ def test_two_gateway_processes_exchange(processes: list[Process], tmp_path: Path
         (echo, "echo_stopped"),
         (registry, "registry_stopped"),
         (ocsp, "ocsp_stopped"),
+        (tsa, "tsa_stopped"),
     ):
         assert process.terminate() == 0, "".join(process.lines)
         process.wait_for(stopped)
+
+    # The durable logs outlive the processes: the consumer logged request and response
+    # of each of the three exchanges, the provider the two that reached it (the access
+    # refusal never did) plus the two access-rights grants, under timestamped heads.
+    consumer_kinds = asyncio.run(
+        _logged(tmp_path / "consumer" / "messagelog.db", "UZ/GOV/MINJUST/gw:main")
+    )
+    provider_kinds = asyncio.run(
+        _logged(tmp_path / "provider" / "messagelog.db", "UZ/GOV/CADASTRE/gw:main")
+    )
+    assert consumer_kinds.count(RecordKind.REQUEST_SENT) == 3
+    assert consumer_kinds.count(RecordKind.RESPONSE_RECEIVED) == 2
+    assert provider_kinds.count(RecordKind.ADMIN_CHANGE) == 2
+    assert provider_kinds.count(RecordKind.REQUEST_RECEIVED) == 2
+    assert provider_kinds.count(RecordKind.RESPONSE_SENT) == 2
+
+
+async def _logged(path: Path, gateway_id: str) -> list[RecordKind]:
+    """The kinds of the records in a gateway's log, after checking that its newest
+    timestamped tree head covers them all and verifies against the log's root."""
+    log = await MessageLog.open(path, log_id=gateway_id)
+    try:
+        size, root = await log.tree_state()
+        head = await log.latest_tree_head(timestamped=True)
+        assert head is not None
+        assert head.tree_size == size
+        assert head.root == root
+        return [r.kind for r in await log.records(limit=100)]
+    finally:
+        await log.close()
 
 
 def test_serve_needs_the_is_client_ca_of_a_tls_is_port(tmp_path: Path) -> None:

@@ -1,0 +1,256 @@
+"""How ``serai gateway serve`` puts the durable message log together (DESIGN §6).
+
+:func:`open_gateway_log` opens, in this order, and registers each stop on the caller's
+exit stack so they stop in reverse: the :class:`~gateway.messagelog.MessageLog` (SQLite
+or PostgreSQL, from ``gateway.toml``), the
+:class:`~gateway.messagelog.heads.TreeHeadScheduler` (signed heads with the log-signing
+key, time-stamped by the approved TSAs of the configuration in force), and the archive
+of global configurations. What the exchange sees is one
+:class:`~gateway.commit.ExchangeLog`:
+
+    MetadataModeLog  ->  _NotifyingLog  ->  MessageLog
+
+so bodies of metadata-mode subsystems are dropped first, every commit reports the new
+tree size to the scheduler (which makes a head after ``tree_head_max_records``), and
+:meth:`GatewayLog.admission` refuses new exchanges with ``timestamping_overdue`` while
+records wait longer than ``timestamping_overdue_s`` for a time-stamp.
+
+Stopping: the runtime stops first (no new commits), then the scheduler (one last head
+and time-stamp attempt), then the log (the writer commits what is queued).
+
+**Configuration archive.** Every global configuration the gateway accepts is kept, as
+the exact signed envelope, in ``<globalconf_cache_dir>/archive/<serial>.bin``
+(temporary file, ``fsync``, rename), so that ``serai log export`` can put the
+configuration in force into an evidence bundle. The envelope verifies against the trust
+anchor on its own; the archive adds no trust, only availability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+
+from gateway.commit import ExchangeLog, LogIndex, LogRecord
+from gateway.config import GatewayConfig
+from gateway.logmodes import MetadataModeLog
+from gateway.messagelog import MessageLog, MessageLogOptions, Synchronous
+from gateway.messagelog.heads import TreeHeadScheduler, approved_tsa_timestamper
+from registry.client import GlobalConfigurationClient
+from registry.snapshot import ConfigurationSnapshot
+from serai.cliutil import log_event
+from serai.errors import SeraiError
+from serai.treehead import SignedTreeHead, TreeHeadSigner
+
+__all__ = ["ARCHIVE_DIR_NAME", "GatewayLog", "archive_path", "open_gateway_log"]
+
+#: Folder of ``globalconf_cache_dir`` where accepted configurations are kept.
+ARCHIVE_DIR_NAME: Final = "archive"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayLog:
+    """The assembled message log of a running gateway."""
+
+    #: What the exchange commits to.
+    exchange_log: ExchangeLog
+    #: The durable log underneath.
+    store: MessageLog
+    scheduler: TreeHeadScheduler
+
+    def admission(self) -> None:
+        """Refuse new exchanges while time-stamps are overdue (``timestamping_overdue``)."""
+        self.scheduler.check()
+
+    def not_ready_reasons(self) -> tuple[str, ...]:
+        """Why the log is not ready (empty when it is)."""
+        reason = self.scheduler.overdue_reason()
+        return () if reason is None else (reason,)
+
+
+def archive_path(config: GatewayConfig, serial: int) -> Path:
+    """Where the configuration of ``serial`` is archived."""
+    return config.globalconf_cache_dir / ARCHIVE_DIR_NAME / f"{serial}.bin"
+
+
+async def open_gateway_log(
+    *,
+    config: GatewayConfig,
+    signer: TreeHeadSigner,
+    globalconf: GlobalConfigurationClient,
+    stack: contextlib.AsyncExitStack,
+) -> GatewayLog:
+    """Open and start the message log ``config`` describes (module docstring)."""
+    location: str | Path = config.message_log_url or config.message_log
+    store = await MessageLog.open(
+        location,
+        log_id=config.gateway_id,
+        options=MessageLogOptions(
+            synchronous=Synchronous(config.message_log_synchronous.value.upper())
+        ),
+    )
+    stack.push_async_callback(store.close)
+    last = await store.latest_tree_head()
+    last_head = None
+    if last is not None:
+        last_head = SignedTreeHead(jws=last.signed_head, timestamp_token=last.timestamp_token)
+
+    session = aiohttp.ClientSession()
+    stack.push_async_callback(session.close)
+    head_ids: dict[bytes, int] = {}
+
+    async def persist_head(sth: SignedTreeHead) -> None:
+        stored = await store.add_tree_head(
+            tree_size=sth.head.tree_size, root=sth.head.root_hash, signed_head=sth.jws
+        )
+        head_ids[sth.jws] = stored.head_id
+        log_event("log_tree_head", tree_size=sth.head.tree_size, head_id=stored.head_id)
+
+    async def persist_timestamp(sth: SignedTreeHead, token: bytes) -> None:
+        head_id = head_ids.pop(sth.jws, None)
+        if head_id is None:  # a head stored before this process started
+            stored = await store.latest_tree_head()
+            if stored is None or stored.signed_head != sth.jws:
+                return
+            head_id = stored.head_id
+        for stale in [jws for jws, i in head_ids.items() if i < head_id]:
+            del head_ids[stale]  # older heads stay untimestamped: the newer token covers them
+        await store.set_timestamp(head_id, token)
+        log_event("log_tree_head_timestamped", tree_size=sth.head.tree_size, head_id=head_id)
+
+    scheduler = TreeHeadScheduler(
+        log_id=str(config.gateway_id),
+        current=store.tree_state,
+        persist_head=persist_head,
+        persist_timestamp=persist_timestamp,
+        signer=signer,
+        timestamper=approved_tsa_timestamper(_snapshot_or_none(globalconf), session=session),
+        interval_s=config.tree_head_interval_s,
+        max_records=config.tree_head_max_records,
+        overdue_after_s=config.timestamping_overdue_s,
+        last_head=last_head,
+    )
+    await scheduler.start()
+    stack.push_async_callback(scheduler.stop)
+    _background(stack, _archive_configurations(config, globalconf), "globalconf-archive")
+    log_event(
+        "gateway_message_log",
+        kind="postgresql" if config.message_log_url else "sqlite",
+        location=_shown(location),
+        size=store.size,
+        synchronous=config.message_log_synchronous.value,
+    )
+    exchange_log = MetadataModeLog(
+        log=_NotifyingLog(log=store, appended=scheduler.notify_appended),
+        modes=config.log_modes(),
+    )
+    return GatewayLog(exchange_log=exchange_log, store=store, scheduler=scheduler)
+
+
+class _NotifyingLog:
+    """Tells the scheduler the tree size after every commit."""
+
+    def __init__(self, *, log: MessageLog, appended: Callable[[int], None]) -> None:
+        self._log = log
+        self._appended = appended
+
+    async def commit_request(self, record: LogRecord) -> LogIndex:
+        return self._notify(await self._log.commit_request(record))
+
+    async def commit_response(self, record: LogRecord) -> LogIndex:
+        return self._notify(await self._log.commit_response(record))
+
+    async def commit_admin_change(self, record: LogRecord) -> LogIndex:
+        return self._notify(await self._log.commit_admin_change(record))
+
+    def _notify(self, index: LogIndex) -> LogIndex:
+        self._appended(index + 1)
+        return index
+
+
+def _snapshot_or_none(
+    globalconf: GlobalConfigurationClient,
+) -> Callable[[], ConfigurationSnapshot | None]:
+    def current() -> ConfigurationSnapshot | None:
+        try:
+            return globalconf.current()
+        except SeraiError:
+            return None
+
+    return current
+
+
+async def _archive_configurations(
+    config: GatewayConfig, globalconf: GlobalConfigurationClient
+) -> None:
+    """Keep every configuration the client accepts (module docstring)."""
+    serial: int | None = None
+    while True:
+        try:
+            snapshot = globalconf.current()
+        except SeraiError:
+            snapshot = None
+        if snapshot is not None and snapshot.serial != serial:
+            envelope = globalconf.current_envelope()
+            target = archive_path(config, snapshot.serial)
+            try:
+                if not await asyncio.to_thread(target.exists):
+                    await asyncio.to_thread(_atomic_write, target, envelope)
+                    log_event("globalconf_archived", serial=snapshot.serial, path=str(target))
+                serial = snapshot.serial
+            except OSError as exc:
+                log_event("globalconf_archive_failed", serial=snapshot.serial, error=str(exc))
+        try:
+            await globalconf.wait_for_change(after_serial=serial)
+        except SeraiError:
+            await asyncio.sleep(1.0)
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _shown(location: str | Path) -> str:
+    """A log location without any password (PostgreSQL URLs may carry one)."""
+    text = str(location)
+    if "://" in text and "@" in text:
+        scheme, rest = text.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}@{host}"
+    return text
+
+
+def _background(stack: contextlib.AsyncExitStack, work: Awaitable[None], name: str) -> None:
+    task: asyncio.Task[None] = asyncio.ensure_future(work)
+    task.set_name(name)
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(cancel)
