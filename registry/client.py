@@ -22,7 +22,15 @@ stores. A candidate envelope replaces the held copy only if, in this order:
 5. it is not expired at ``now`` (``now >= expires_at`` is ``globalconf_expired``) and was
    not generated more than :data:`MAX_CLOCK_SKEW` in the future (``globalconf_invalid``);
 6. it can be indexed into a snapshot (``globalconf_invalid``; see
-   :mod:`registry.snapshot`).
+   :mod:`registry.snapshot`);
+7. it is in the registry's configuration log (:mod:`registry.conflog`): its proof bundle
+   (``conflog/<serial>`` beside the configuration) holds a tree head signed with one of
+   the anchor's certificates, of the anchor's log, that includes the exact envelope
+   bytes, and that head is consistent with the largest head the client has seen (the
+   bundle's proofs from recent sizes, else ``conflog/consistency/<old>/<new>``). A
+   failed check is ``globalconf_equivocation`` (a split view, a forged head, a
+   configuration outside its head); a bundle or proof that cannot be fetched is
+   ``globalconf_unavailable``. Either way the held copy stays in force.
 
 Invariants:
 
@@ -38,6 +46,16 @@ Invariants:
   that does not verify (corrupted, other instance, signer no longer in the anchor) is
   ignored with a ``globalconf_cache_ignored`` event; it is overwritten by the next good
   download.
+* The heads of the configuration log the client accepted (the largest always, and the
+  :data:`~registry.conflog.MAX_SEEN_HEADS` newest) are kept in ``cache_dir``
+  (:data:`HEADS_FILE_NAME`, written before the configuration they admit), so a restart
+  does not forget them; every one is a prefix of the largest. Trust on first use: a
+  client with no head yet (a new gateway, or a cache from before the log) accepts the
+  first head whose signature and inclusion verify, and checks every later one against
+  it. When the anchor names no configuration log (anchors of registries that keep
+  none), a configuration without a proof bundle is accepted (``globalconf_unlogged``)
+  only until the first head was seen; after that, and always when the anchor names the
+  log, a bundle is required.
 * :meth:`GlobalConfigurationClient.current` never returns an expired configuration: past
   ``expires_at`` it raises ``globalconf_expired`` (fail closed), and before any good copy
   ``globalconf_unavailable``. Recovery is automatic when a fresh copy arrives.
@@ -60,23 +78,37 @@ import datetime as dt
 import os
 import random
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
+from urllib.parse import urljoin
 
 import aiohttp
 
 from registry.codec import MAX_CONFIGURATION_BYTES, TrustAnchor, decode_configuration
+from registry.conflog import (
+    BUNDLE_DIR,
+    MAX_BUNDLE_BYTES,
+    ProofBundle,
+    SeenHeads,
+    bundle_path,
+    consistency_path,
+    decode_consistency,
+    log_id_for,
+    verify_entry,
+)
 from registry.errors import ConfigurationError
 from registry.signing import verify_signed_configuration
 from registry.snapshot import ConfigurationSnapshot
 from serai.cliutil import log_event
 from serai.errors import ErrorCode
+from serai.treehead import SignedTreeHead
 
 __all__ = [
     "CACHE_FILE_NAME",
     "DEFAULT_REFRESH_INTERVAL_S",
+    "HEADS_FILE_NAME",
     "MAX_CLOCK_SKEW",
     "MAX_ENVELOPE_BYTES",
     "AiohttpFetchTransport",
@@ -95,6 +127,8 @@ MAX_CLOCK_SKEW: Final = dt.timedelta(minutes=5)
 MAX_ENVELOPE_BYTES: Final = MAX_CONFIGURATION_BYTES + 64 * 1024
 #: Name of the last good envelope inside ``cache_dir``.
 CACHE_FILE_NAME: Final = "globalconf.signed"
+#: Name of the configuration log heads seen, inside ``cache_dir``.
+HEADS_FILE_NAME: Final = "conflog.heads"
 #: First retry delay after a failed refresh; doubles per failure up to the interval.
 RETRY_INITIAL_S: Final = 1.0
 
@@ -263,17 +297,27 @@ class AiohttpFetchTransport:
 
 
 class InMemoryFetchTransport:
-    """Serves whatever was last :meth:`publish`-ed, for tests and demos."""
+    """Serves whatever was last :meth:`publish`-ed, for tests and demos.
 
-    def __init__(self, envelope: bytes | None = None) -> None:
+    The envelope answers every URL except the configuration log's (``…/conflog/…``),
+    which are answered from ``files`` (keyed by their path relative to the
+    configuration's directory, e.g. ``conflog/7``) or not found.
+    """
+
+    def __init__(
+        self, envelope: bytes | None = None, *, files: Mapping[str, bytes] | None = None
+    ) -> None:
         self._envelope = envelope
+        self._files: dict[str, bytes] = dict(files or {})
         self._failure: ConfigurationError | None = None
-        #: Number of fetches, so tests can observe the refresh loop.
+        #: Number of configuration fetches (log resources aside), so tests can observe
+        #: the refresh loop.
         self.fetches = 0
 
-    def publish(self, envelope: bytes) -> None:
-        """Serve ``envelope`` from now on (and stop failing)."""
+    def publish(self, envelope: bytes, *, files: Mapping[str, bytes] | None = None) -> None:
+        """Serve ``envelope`` (and ``files`` too) from now on, and stop failing."""
         self._envelope = envelope
+        self._files.update(files or {})
         self._failure = None
 
     def fail(self, error: ConfigurationError | None = None) -> None:
@@ -283,16 +327,20 @@ class InMemoryFetchTransport:
         )
 
     async def fetch(self, url: str, *, timeout_s: float, max_bytes: int) -> bytes:
-        self.fetches += 1
+        log_resource = f"/{BUNDLE_DIR}/" in url
+        self.fetches += not log_resource
         if self._failure is not None:
             raise self._failure
-        if self._envelope is None:
+        body = self._envelope
+        if log_resource:
+            body = next((b for k, b in self._files.items() if url.endswith(f"/{k}")), None)
+        if body is None:
             raise ConfigurationError(
                 f"nothing published at {url}", code=ErrorCode.GLOBALCONF_UNAVAILABLE
             )
-        if len(self._envelope) > max_bytes:
+        if len(body) > max_bytes:
             raise ConfigurationError(f"{url} sent more than {max_bytes} bytes")
-        return self._envelope
+        return body
 
 
 # -- the client -------------------------------------------------------------------------------
@@ -308,6 +356,8 @@ class ClientStatus:
     expired: bool
     last_success_at: dt.datetime | None
     last_error: ConfigurationError | None
+    #: Size of the largest configuration log head seen (``None`` before the first).
+    log_tree_size: int | None = None
 
 
 class GlobalConfigurationClient:
@@ -328,6 +378,9 @@ class GlobalConfigurationClient:
             raise ValueError("refresh_interval_s and timeout_s must be positive")
         self._anchor = anchor
         self._cache_path = cache_dir / CACHE_FILE_NAME
+        self._heads_path = cache_dir / HEADS_FILE_NAME
+        self._log_id = anchor.configuration_log_id or log_id_for(anchor.instance)
+        self._heads = SeenHeads()
         self._refresh_interval_s = refresh_interval_s
         self._timeout_s = timeout_s
         self._transport: FetchTransport = transport or AiohttpFetchTransport()
@@ -350,6 +403,11 @@ class GlobalConfigurationClient:
     def cache_path(self) -> Path:
         """Where the last good envelope is kept."""
         return self._cache_path
+
+    @property
+    def seen_heads(self) -> tuple[SignedTreeHead, ...]:
+        """The configuration log heads accepted, smallest first (evidence)."""
+        return self._heads.heads
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -387,6 +445,7 @@ class GlobalConfigurationClient:
             expired=snapshot is None or self._clock() >= snapshot.expires_at,
             last_success_at=self._last_success_at,
             last_error=self._last_error,
+            log_tree_size=largest.tree_size if (largest := self._heads.largest) else None,
         )
 
     async def wait_for_change(self, *, after_serial: int | None) -> ConfigurationSnapshot:
@@ -403,7 +462,9 @@ class GlobalConfigurationClient:
 
     async def load_cache(self) -> ConfigurationSnapshot | None:
         """Load the cached copy through the same rules (an expired one is held but not
-        served); a cache that does not verify is ignored and logged. Returns what is held."""
+        served); a cache that does not verify is ignored and logged. Returns what is held.
+        The configuration log heads seen are loaded too."""
+        await self._load_heads()
         try:
             envelope = await asyncio.to_thread(self._cache_path.read_bytes)
         except FileNotFoundError:
@@ -441,6 +502,31 @@ class GlobalConfigurationClient:
                 self._notify(snapshot)
         return self._trusted.snapshot
 
+    async def _load_heads(self) -> None:
+        try:
+            data = await asyncio.to_thread(self._heads_path.read_bytes)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._heads_ignored(f"cannot be read: {exc.strerror}")
+            return
+        try:
+            heads = SeenHeads.decode(data, log_id=self._log_id)
+        except ConfigurationError as exc:
+            self._heads_ignored(exc.message)
+            return
+        async with self._lock:
+            if heads.largest is not None:
+                self._heads = heads
+
+    def _heads_ignored(self, message: str) -> None:
+        log_event(
+            "globalconf_heads_ignored",
+            path=str(self._heads_path),
+            code=ErrorCode.GLOBALCONF_INVALID.value,
+            message=message,
+        )
+
     async def refresh(self) -> bool:
         """Download and verify once; ``True`` when a new copy replaced the held one.
 
@@ -466,8 +552,12 @@ class GlobalConfigurationClient:
             candidate = await asyncio.to_thread(self._trusted.check, envelope, now=self._clock())
             if candidate is None:
                 return False
+            sth = await self._logged_head(envelope, candidate.held.snapshot.serial)
+            heads = self._heads.with_head(sth) if sth is not None else self._heads
             previous = self._trusted.snapshot
             try:
+                if sth is not None:
+                    await asyncio.to_thread(_atomic_write, self._heads_path, heads.encode())
                 await asyncio.to_thread(_atomic_write, self._cache_path, envelope)
             except OSError as exc:
                 # The copy is good: serve it, but say the disk no longer guards rollback.
@@ -477,6 +567,7 @@ class GlobalConfigurationClient:
                     message=f"{type(exc).__name__}: {exc}",
                 )
             snapshot = self._trusted.commit(candidate)
+            self._heads = heads
         log_event(
             "globalconf_updated",
             serial=snapshot.serial,
@@ -486,6 +577,52 @@ class GlobalConfigurationClient:
         )
         self._notify(snapshot)
         return True
+
+    async def _logged_head(self, envelope: bytes, serial: int) -> SignedTreeHead | None:
+        """The head admitting ``envelope`` into the log (rule 7), ``None`` when an
+        unlogged configuration is still acceptable; raises the rule's refusal."""
+        try:
+            data = await self._fetch_log(bundle_path(serial))
+        except ConfigurationError as exc:
+            if self._anchor.configuration_log_id or self._heads.largest is not None:
+                raise ConfigurationError(
+                    f"configuration serial {serial}: its proof bundle cannot be fetched, and "
+                    f"a configuration outside the log is not accepted: {exc.message}",
+                    code=exc.code,
+                ) from exc
+            log_event("globalconf_unlogged", serial=serial, message=exc.message)
+            return None
+        bundle = ProofBundle.decode(data)
+        head = verify_entry(
+            envelope,
+            bundle,
+            serial=serial,
+            signing_certificates=self._anchor.signing_certificates,
+            log_id=self._log_id,
+        )
+        needed = self._heads.proof_needed(head)
+        proof: tuple[bytes, ...] = ()
+        if needed is not None:
+            old, new = needed
+            if new == head.tree_size and old in bundle.consistency:
+                proof = bundle.consistency[old]
+            else:
+                proof = decode_consistency(
+                    await self._fetch_log(consistency_path(old, new)), old, new
+                )
+        self._heads.check(head, proof)
+        return SignedTreeHead(bundle.sth)
+
+    async def _fetch_log(self, path: str) -> bytes:
+        """A configuration log resource beside the configuration (``unavailable`` when
+        it cannot be fetched)."""
+        url = urljoin(self._anchor.download_url, path)
+        try:
+            return await self._transport.fetch(
+                url, timeout_s=self._timeout_s, max_bytes=MAX_BUNDLE_BYTES
+            )
+        except ConfigurationError as exc:
+            raise ConfigurationError(exc.message, code=ErrorCode.GLOBALCONF_UNAVAILABLE) from exc
 
     def _notify(self, snapshot: ConfigurationSnapshot) -> None:
         self._changed.set()

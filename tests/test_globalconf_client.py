@@ -213,6 +213,7 @@ def test_public_surface() -> None:
     assert set(client_module.__all__) == {
         "CACHE_FILE_NAME",
         "DEFAULT_REFRESH_INTERVAL_S",
+        "HEADS_FILE_NAME",
         "MAX_CLOCK_SKEW",
         "MAX_ENVELOPE_BYTES",
         "AiohttpFetchTransport",
