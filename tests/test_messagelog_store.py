@@ -40,6 +40,7 @@ from gateway.messagelog import (
     MessageLogOptions,
     WriterLimits,
 )
+from gateway.messagelog.sqlite import SqliteBackend
 from serai.errors import ErrorCode, Origin
 from serai.identifiers import GatewayId, ServiceId, SubsystemId
 from serai.merkle import (
@@ -671,3 +672,68 @@ async def test_exports_are_recorded(log: MessageLog) -> None:
     )
     with pytest.raises(MessageLogError):
         await log.add_export(first_index=0, end_index=5, destination="too-far")
+
+
+# -- group commit and the event loop ------------------------------------------------------------
+
+
+class CountingClock:
+    """Counts its calls: the writer reads the clock once per batch."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> dt.datetime:
+        self.calls += 1
+        return dt.datetime.now(dt.UTC)
+
+
+async def test_concurrent_appends_share_batches(location: str) -> None:
+    clock = CountingClock()
+    log = await MessageLog.open(location, log_id=LOG_ID, options=MessageLogOptions(clock=clock))
+    try:
+        opened_calls = clock.calls
+        await asyncio.gather(*(log.append(admin(f"g-{i}")) for i in range(500)))
+        batches = clock.calls - opened_calls
+        assert 1 <= batches < 100
+        stamps = {r.appended_at for r in await all_records(log)}
+        assert len(stamps) == batches  # one commit time per batch
+    finally:
+        await log.close()
+
+
+async def test_a_waiting_writer_does_not_block_the_event_loop(tmp_path: Path) -> None:
+    """The writer waits 400 ms for a lock held elsewhere; the loop keeps ticking."""
+    path = tmp_path / "busy.db"
+    log = await MessageLog.open(path, log_id=LOG_ID, options=MessageLogOptions(busy_timeout_ms=400))
+    try:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        append = asyncio.create_task(log.append(admin("waits")))
+        worst = 0.0
+        last = time.monotonic()
+        while not append.done():
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            worst, last = max(worst, now - last), now
+        holder.execute("ROLLBACK")
+        holder.close()
+        with pytest.raises(LogUnavailableError):
+            await append
+        assert worst < 0.1
+    finally:
+        await log.close()
+
+
+@pytest.mark.parametrize("level", list(messagelog.Synchronous))
+def test_sqlite_runs_in_wal_with_the_configured_synchronous_level(
+    tmp_path: Path, level: messagelog.Synchronous
+) -> None:
+    connection = SqliteBackend(tmp_path / "s.db", synchronous=level, busy_timeout_ms=1234).connect()
+    try:
+        codes = {"NORMAL": 1, "FULL": 2, "EXTRA": 3}
+        assert connection.rows("PRAGMA synchronous") == [(codes[level.value],)]
+        assert connection.rows("PRAGMA journal_mode") == [("wal",)]
+        assert connection.rows("PRAGMA busy_timeout") == [(1234,)]
+    finally:
+        connection.close()
