@@ -2,7 +2,7 @@
 
 Brings up, as separate processes on loopback and only with ``serai`` commands (as an
 operator would, and as tests/test_gateway_processes.py does): a PKI with its OCSP
-responder, the registry, the echo provider IS (``tools/echo_provider.py``), a consumer
+responder and TSA, the registry, the echo provider IS (``tools/echo_provider.py``), a consumer
 gateway (UZ/GOV/MINJUST, client ``property``) and a provider gateway (UZ/GOV/CADASTRE,
 provider ``registry``) via ``serai gateway serve``, and grants ``property`` the
 benchmark method with ``serai acl grant``. Then, for each in-flight count of
@@ -18,8 +18,9 @@ The client is this process: one grpc.aio channel per target, ``N`` coroutines ea
 issuing one call after another (so ``N`` calls in flight). Every answer is checked to
 echo the body; failures are counted, not timed. Prints calls/s, p50/p90/p99 latency per
 target and the ratio gateway/direct (``--json``: one JSON document). The gateways keep
-their message log in memory (the durable log is a later issue). All processes are
-killed on exit; every wait is bounded.
+their durable message log in SQLite with ``synchronous=FULL`` (the default of ``serai
+gateway init``) and time-stamp tree heads every second with the PKI's TSA, also started
+here. All processes are killed on exit; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -102,17 +103,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def bring_up(tmp: Path, processes: list[Process]) -> tuple[str, str]:
     """Start everything; return (echo provider address, consumer gateway IS address)."""
-    ocsp_port = free_port()
+    ocsp_port, tsa_port = free_port(), free_port()
     pki = tmp / "pki"
     serai(
         "pki", "init", "--dir", pki, "--instance", "UZ",
-        "--ocsp-url", f"http://127.0.0.1:{ocsp_port}/",
+        "--ocsp-url", f"http://127.0.0.1:{ocsp_port}/", "--tsa-url", f"http://127.0.0.1:{tsa_port}/",
     )  # fmt: skip
     ocsp = start(
         processes,
         [*SERAI, "pki", "ocsp", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{ocsp_port}"],
     )
     ocsp.wait_for("ocsp_listening")
+    tsa = start(  # the gateways' tree heads are time-stamped during the run
+        processes,
+        [*SERAI, "pki", "tsa", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{tsa_port}"],
+    )
+    tsa.wait_for("tsa_listening")
 
     reg = tmp / "reg"
     serai(
