@@ -703,9 +703,11 @@ async def test_concurrent_appends_share_batches(location: str) -> None:
 
 
 async def test_a_waiting_writer_does_not_block_the_event_loop(tmp_path: Path) -> None:
-    """The writer waits 400 ms for a lock held elsewhere; the loop keeps ticking."""
+    """The writer waits 1 s for a lock held elsewhere; the loop keeps ticking."""
     path = tmp_path / "busy.db"
-    log = await MessageLog.open(path, log_id=LOG_ID, options=MessageLogOptions(busy_timeout_ms=400))
+    log = await MessageLog.open(
+        path, log_id=LOG_ID, options=MessageLogOptions(busy_timeout_ms=1000)
+    )
     try:
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
@@ -720,7 +722,7 @@ async def test_a_waiting_writer_does_not_block_the_event_loop(tmp_path: Path) ->
         holder.close()
         with pytest.raises(LogUnavailableError):
             await append
-        assert worst < 0.1
+        assert worst < 0.25
     finally:
         await log.close()
 
