@@ -22,10 +22,12 @@ One logical schema, created on open and versioned by the one ``meta`` row:
 
 Times are integers: microseconds since the Unix epoch, UTC.
 
-What is stored is checked at open (:func:`check_stored`): ``tree_size`` equals the
-number of leaf rows and of level-0 nodes, every level holds exactly the perfect subtrees
-of that size, the frontier loads, and the last leaf's bytes hash to its stored hash. A
-log that fails is refused with :class:`~gateway.messagelog.errors.LogCorruptError`.
+What is stored is checked at open (:func:`check_stored`): the last record's index is
+``tree_size - 1``; at every level the last stored node is the last perfect subtree of a
+tree of that size (none missing at the end, none beyond it); the frontier loads from the
+nodes; and the last record's bytes hash to its stored hash, which equals its level-0 node.
+These checks cost O(log n) queries, not a scan. A log that fails them is refused with
+:class:`~gateway.messagelog.errors.LogCorruptError`.
 """
 
 from __future__ import annotations
