@@ -22,6 +22,8 @@ from certs.keys import KeyAlgorithm, PrivateKey, generate_private_key
 from certs.pkidir import PKIDirectory
 from certs.profiles import Profile
 from registry import conflog
+from registry.client import GlobalConfigurationClient
+from registry.codec import TrustAnchor
 from registry.conflog import ProofBundle, decode_consistency, log_id_for, verify_head
 from registry.errors import RegistryError
 from registry.publisher import Publisher, create_http_app
@@ -378,6 +380,25 @@ async def test_http_serves_bundles_and_consistency_proofs(signer: Signer, tmp_pa
             for bad in ("1/5", "3/1", "01/4", "x/4"):
                 async with http.get(f"{base}/consistency/{bad}") as reply:
                     assert reply.status == 404, bad
+        # A gateway over HTTP: the log's resources are found beside the download URL.
+        anchor = TrustAnchor(
+            instance="UZ",
+            download_url=base.removesuffix("conflog") + "current",
+            signing_certificates=(signer.certificate.public_bytes(_DER),),
+            generated_at=NOW,
+            configuration_log_id="UZ/registry-conf",
+        )
+        gateway = GlobalConfigurationClient(
+            anchor=anchor, cache_dir=tmp_path / "gw", clock=lambda: NOW
+        )
+        try:
+            await gateway.refresh()
+            for _ in range(10):
+                publisher.publish()
+            assert await gateway.refresh()
+            assert gateway.status().log_tree_size == 14
+        finally:
+            await gateway.stop()
     finally:
         await runner.cleanup()
         store.close()
