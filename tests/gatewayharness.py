@@ -14,6 +14,11 @@ that is not its registered one. With ``down_gateway=True`` the configuration als
 registers ``UZ/GOV/CADASTRE/gw:a-down`` for the registry, first in order, at an
 address where nothing listens.
 
+With ``approve_tsa=True`` the configuration also approves the development PKI's TSA
+(``PKIDirectory(tmp_path / "pki").tsa_signer()``), for tests that time-stamp logs.
+``Harness.anchor`` and ``Harness.envelope`` are the trust anchor and the signed
+configuration both gateways hold.
+
 With ``is_client_ca_pem`` the consumer's IS port is TLS (client certificates of that
 CA required) and ``property_cert_sha256`` pins the certificate of ``property``'s IS
 (``property_allow`` replaces its address allow-list); ``Harness.channel`` is then
@@ -63,6 +68,7 @@ from registry.client import GlobalConfigurationClient, InMemoryFetchTransport
 from registry.codec import TrustAnchor, encode_configuration
 from registry.model import (
     ApprovedCA,
+    ApprovedTSA,
     Federation,
     Gateway,
     GlobalConfiguration,
@@ -276,6 +282,7 @@ async def federation(
     is_client_ca_pem: bytes | None = None,
     property_cert_sha256: bytes | None = None,
     property_allow: tuple[str, ...] = ("127.0.0.1",),
+    approve_tsa: bool = False,
 ) -> AsyncIterator[Harness]:
     """The whole federation, started; stopped on exit (module docstring)."""
     async with AsyncExitStack() as stack:
@@ -327,6 +334,16 @@ async def federation(
                 )
             )
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        tsas: tuple[ApprovedTSA, ...] = ()
+        if approve_tsa:
+            tsa_chain = pki.tsa_signer()[1]
+            tsas = (
+                ApprovedTSA(
+                    name="UZ development TSA",
+                    url="http://tsa.invalid/",
+                    certificates=tuple(der(c) for c in tsa_chain),
+                ),
+            )
         configuration = GlobalConfiguration(
             federation=Federation(
                 instance="UZ",
@@ -344,6 +361,7 @@ async def federation(
                         ocsp_urls=(ocsp_server.url,),
                     ),
                 ),
+                timestamping_authorities=tsas,
             ),
             serial=1,
             generated_at=now,
