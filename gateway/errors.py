@@ -20,7 +20,16 @@ Subtree (later gateway modules add their own subclasses here)::
     ├── replay.ReplayDetectedError   message id seen within the window (replay_detected)
     ├── replay.ReplayCapacityError   the replay guard is full (gateway_overloaded)
     ├── commit.LogUnavailableError   the message log cannot commit (log_unavailable)
-    └── commit.LogRecordFormatError  a log record's canonical bytes do not decode
+    ├── commit.LogRecordFormatError  a log record's canonical bytes do not decode
+    ├── messagelog.MessageLogError   a request to the log store is refused (the code
+    │   │                            says why: invalid_request, failed_precondition...)
+    │   └── messagelog.LogCorruptError   the stored log breaks an invariant (internal)
+    └── messagelog.heads.TimestampingOverdueError   records have waited too long for a
+                                     time-stamp; new exchanges are refused
+                                     (timestamping_overdue)
+
+Shared with the registry: :class:`serai.treehead.TreeHeadError` (a signed tree head or
+its time-stamp does not verify) and :class:`serai.merkle.ProofError`.
 
 The origin says whose fault a refusal is: a header or signature refused by the provider
 gateway is the client's, one refused by the consumer gateway the provider's.
