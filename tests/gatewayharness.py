@@ -225,6 +225,8 @@ class Harness:
     root_pem: bytes
     consumer_admission: Admission = field(default_factory=Admission)
     provider_admission: Admission = field(default_factory=Admission)
+    anchor: TrustAnchor | None = None
+    envelope: bytes = b""
 
     async def call(
         self,
@@ -498,6 +500,8 @@ async def federation(
             root_pem=certificates_pem([root]),
             consumer_admission=consumer_admission,
             provider_admission=provider_admission,
+            anchor=anchor,
+            envelope=envelope,
         )
 
 
