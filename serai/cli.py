@@ -19,7 +19,7 @@ from serai.errors import SeraiError
 __all__ = ["main"]
 
 #: Packages whose ``cli`` module contributes subcommands, in help order.
-_CLI_MODULES = ("certs.cli", "registry.cli", "gateway.cli", "serai.demo")
+_CLI_MODULES = ("certs.cli", "registry.cli", "gateway.cli", "gateway.messagelog.cli", "serai.demo")
 
 Handler = Callable[[argparse.Namespace], int]
 

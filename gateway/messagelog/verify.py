@@ -1,0 +1,879 @@
+"""Checks a message log, live or exported, the way an auditor does (DESIGN §6).
+
+:class:`EvidenceVerifier` checks evidence one piece at a time and collects every failure
+in a :class:`VerificationReport` instead of stopping at the first: an auditor wants the
+whole list, each failure naming the record index or the tree-head size and the check
+that failed. :func:`verify_bundle` drives it over an evidence bundle, offline, with the
+trust anchor as the only thing trusted; :func:`verify_log` over a live
+:class:`~gateway.messagelog.MessageLog`.
+
+What each check establishes (``check`` names, as reported):
+
+``configuration``
+    Each global configuration envelope verifies against the anchor (see
+    :mod:`gateway.messagelog.timeline`); only those are used below.
+``head_format``, ``head_signature``, ``head_timestamp``, ``head_time``
+    A tree head is a well-formed signed tree head (:mod:`serai.treehead`) of this log,
+    whose JWS verifies with a log-signing certificate for this log id that chains to a CA
+    approved by a configuration in force at the head's time (the time-stamp's genTime,
+    or, for a head without one, the head's own claim); its RFC 3161 token verifies over
+    the SHA-256 of the JWS bytes and is signed by a TSA approved, together with the root
+    it chains to, by a configuration in force at genTime; the head does not claim a time
+    later than its time-stamp (beyond ``max_skew_s``).
+``consistency``
+    Consecutive tree heads: the older tree is a prefix of the newer (RFC 9162 consistency
+    proof); two heads of one size have one root.
+``inclusion``
+    The record's leaf hash ``SHA-256(0x00 || bytes)`` is at its index in the tree of the
+    covering head (the first time-stamped head larger than the index), with that head's
+    signed size and root, never sizes from the proof's supplier.
+``record_format``
+    The bytes are a canonical log record (:func:`gateway.commit.decode_canonical`), whose
+    body, when kept, hashes to its ``body_sha256``.
+``header_signature``
+    The signed header is a compact JWS with exactly ``alg``, ``typ`` and ``x5c``; ``typ``
+    is a request's for a request record and a response's for a response record; ``x5c``
+    is the record's certificate chain; ``alg`` is the one the leaf's key makes; the
+    signature verifies over the exact signing input; the payload decodes strictly as a
+    header of that kind, for the record's message id.
+``header_certificate``
+    At the header's ``created_at``, the signing certificate chains (through the sent
+    intermediates) to a root approved by a configuration in force then, fit for signing,
+    and the record's OCSP response is a valid, fresh (``max_ocsp_age_s``) "good" answer
+    about it from its issuer or the issuer's responder.
+``header_member``
+    The certificate belongs to the member that signs: a request's client member; for a
+    response, the member of the provider subsystem of the request it answers, found in
+    the evidence by the SHA-256 of the request header bytes (a response whose request is
+    outside the evidence is counted as unpaired, not failed).
+``body_digest``
+    The header's ``body_sha256`` is the record's, and a kept body has the signed length.
+``record_time``
+    The header was not created later than the time-stamp that covers the record (beyond
+    ``max_skew_s``): a record cannot be signed after the log committed to it.
+
+Not checked: revocation of log-signing and TSA certificates (no OCSP response is kept
+for them), the freshness of a configuration beyond its own validity, and whether an
+``ADMIN_CHANGE`` record's description is one the gateway would have written (it carries
+no signature of its own; the tree head vouches for it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import itertools
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, NoReturn, TypeVar
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from certs.errors import PKIError, TimestampError
+from certs.ocsp_client import DEFAULT_MAX_AGE_S
+from certs.profiles import Profile
+from certs.revocation import OCSPResponsesChecker
+from certs.timestamp import verify_token
+from certs.validation import member_of, validate_path
+from gateway.commit import LogRecord, RecordKind, decode_canonical
+from gateway.errors import GatewayError
+from gateway.headers import RequestHeader, ResponseHeader
+from gateway.messagelog.bundle import (
+    BundleError,
+    BundleReader,
+    configuration_path,
+    consistency_path,
+    covering_size,
+    derived_certificates,
+    head_path,
+    inclusion_path,
+    read_proof,
+    record_path,
+    token_path,
+)
+from gateway.messagelog.log import MAX_PAGE, MessageLog
+from gateway.messagelog.timeline import ArchivedConfiguration, ConfigurationTimeline
+from registry.codec import TrustAnchor
+from registry.errors import ConfigurationError
+from serai.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
+from serai.treehead import (
+    SignedTreeHead,
+    TreeHead,
+    TreeHeadError,
+    verify_signed_tree_head,
+)
+
+__all__ = [
+    "DEFAULT_MAX_SKEW_S",
+    "EvidenceVerifier",
+    "Failure",
+    "VerificationReport",
+    "VerifiedHead",
+    "verify_bundle",
+    "verify_log",
+]
+
+#: Tolerance between two clocks (signer and TSA, two gateways), as the gateways allow.
+DEFAULT_MAX_SKEW_S: Final = 60.0
+
+_REQUEST_TYP: Final = "serai-request+jws"
+_RESPONSE_TYP: Final = "serai-response+jws"
+_HEADER_MEMBERS: Final = frozenset({"alg", "typ", "x5c"})
+_B64URL_ALPHABET: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+)
+_P256_BYTES: Final = 32
+_MIN_RSA_BITS: Final = 2048
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed check: what it is about (``record 42``, ``tree head 128``, a file of
+    the bundle), which check (module docstring), and why."""
+
+    subject: str
+    check: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.check}: {self.message}"
+
+
+@dataclass(slots=True)
+class VerificationReport:
+    """What was checked and every failure, in the order found."""
+
+    failures: list[Failure] = field(default_factory=list)
+    records: int = 0
+    pruned: int = 0
+    heads: int = 0
+    timestamped_heads: int = 0
+    consistency_proofs: int = 0
+    configurations: int = 0
+    unpaired_responses: int = 0
+    #: Records no time-stamped head covers yet (live log only).
+    untimestamped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        """One line: counts, and the verdict."""
+        parts = [
+            f"{self.records} records",
+            f"{self.heads} tree heads ({self.timestamped_heads} time-stamped)",
+            f"{self.consistency_proofs} consistency proofs",
+            f"{self.configurations} global configurations",
+        ]
+        if self.pruned:
+            parts.append(f"{self.pruned} pruned (hash only)")
+        if self.unpaired_responses:
+            parts.append(f"{self.unpaired_responses} responses without their request")
+        if self.untimestamped:
+            parts.append(f"{self.untimestamped} not yet time-stamped")
+        verdict = "OK" if self.ok else f"FAILED: {len(self.failures)} failures"
+        return f"{verdict}: " + ", ".join(parts)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "pruned": self.pruned,
+            "tree_heads": self.heads,
+            "timestamped_heads": self.timestamped_heads,
+            "consistency_proofs": self.consistency_proofs,
+            "configurations": self.configurations,
+            "unpaired_responses": self.unpaired_responses,
+            "untimestamped": self.untimestamped,
+            "failures": [
+                {"subject": f.subject, "check": f.check, "message": f.message}
+                for f in self.failures
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifiedHead:
+    """A tree head as checked: its signed values, its time-stamp's genTime (``None``
+    without a valid one), and whether every check of it passed."""
+
+    head: TreeHead
+    jws: bytes
+    timestamp_token: bytes | None
+    timestamped_at: dt.datetime | None
+    ok: bool
+
+    @property
+    def tree_size(self) -> int:
+        return self.head.tree_size
+
+    @property
+    def root(self) -> bytes:
+        return self.head.root_hash
+
+
+class _CheckFailedError(Exception):
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(message)
+        self.check = check
+        self.message = message
+
+
+def _fail(check: str, message: str) -> NoReturn:
+    raise _CheckFailedError(check, message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    message_id: str
+    provider_member: str
+
+
+class EvidenceVerifier:
+    """Checks the pieces of one log's evidence (see the module docstring); every
+    ``check_*`` method records failures in :attr:`report` and never raises for bad
+    evidence. Records must be checked in index order (responses find their request)."""
+
+    def __init__(
+        self,
+        *,
+        log_id: str,
+        timeline: ConfigurationTimeline,
+        max_ocsp_age_s: float = DEFAULT_MAX_AGE_S,
+        max_skew_s: float = DEFAULT_MAX_SKEW_S,
+    ) -> None:
+        self._log_id = log_id
+        self._timeline = timeline
+        self._max_ocsp_age_s = max_ocsp_age_s
+        self._skew = dt.timedelta(seconds=max_skew_s)
+        self._requests: dict[bytes, _Request] = {}
+        self.report = VerificationReport(configurations=len(timeline))
+
+    @property
+    def log_id(self) -> str:
+        return self._log_id
+
+    def fail(self, subject: str, check: str, message: str) -> None:
+        """Record a failure found by the caller (bundle structure, stored columns)."""
+        self.report.failures.append(Failure(subject, check, message))
+
+    # -- tree heads ---------------------------------------------------------------------------
+
+    def check_head(
+        self, jws: bytes, token: bytes | None, *, subject: str | None = None
+    ) -> VerifiedHead | None:
+        """Check one signed tree head and its token (``None``: not time-stamped); the
+        head's claimed values, or ``None`` when the JWS does not even decode."""
+        self.report.heads += 1
+        try:
+            sth = SignedTreeHead(jws)
+        except TreeHeadError as exc:
+            self.fail(subject or "tree head", "head_format", exc.message)
+            return None
+        head = sth.head
+        subject = subject or f"tree head {head.tree_size}"
+        failures_before = len(self.report.failures)
+        stamped_at = None
+        if token is not None:
+            self.report.timestamped_heads += 1
+            stamped_at = self._run(subject, lambda: self._check_timestamp(jws, token))
+        at = stamped_at or head.time
+        self._run(subject, lambda: self._check_head_signature(sth, at))
+        if stamped_at is not None and head.time > stamped_at + self._skew:
+            self.fail(
+                subject,
+                "head_time",
+                f"the head claims {_iso(head.time)}, after its time-stamp {_iso(stamped_at)}",
+            )
+        return VerifiedHead(
+            head=head,
+            jws=jws,
+            timestamp_token=token,
+            timestamped_at=stamped_at,
+            ok=len(self.report.failures) == failures_before,
+        )
+
+    def check_consistency(
+        self, old: VerifiedHead, new: VerifiedHead, proof: Sequence[bytes]
+    ) -> None:
+        """Check that ``old``'s tree is a prefix of ``new``'s."""
+        self.report.consistency_proofs += 1
+        try:
+            verify_consistency(old.tree_size, new.tree_size, old.root, new.root, proof)
+        except ProofError as exc:
+            self.fail(f"tree heads {old.tree_size} -> {new.tree_size}", "consistency", exc.message)
+
+    def _check_head_signature(self, sth: SignedTreeHead, at: dt.datetime) -> None:
+        configurations = self._in_force(at, "head_signature")
+        first: TreeHeadError | None = None
+        for entry in configurations:
+            try:
+                verify_signed_tree_head(
+                    sth,
+                    trusted_roots=entry.snapshot.trust_store,
+                    at=at,
+                    expected_log_id=self._log_id,
+                )
+            except TreeHeadError as exc:
+                first = first or exc
+                continue
+            return
+        assert first is not None  # configurations is never empty here
+        _fail("head_signature", first.message)
+
+    def _check_timestamp(self, jws: bytes, token: bytes) -> dt.datetime:
+        configurations = self._timeline.configurations
+        roots = _unique_certs(r for e in configurations for r in e.snapshot.trust_store.roots)
+        untrusted = _unique_certs(
+            [
+                *(c for e in configurations for c in e.snapshot.trust_store.intermediates),
+                *(
+                    _load_cert(der, "head_timestamp")
+                    for e in configurations
+                    for tsa in e.snapshot.approved_tsas
+                    for der in tsa.certificates
+                ),
+            ]
+        )
+        try:
+            verified = verify_token(
+                token,
+                digest=hashlib.sha256(jws).digest(),
+                hash_name="sha256",
+                trusted_roots=roots,
+                untrusted=untrusted,
+            )
+        except TimestampError as exc:
+            _fail("head_timestamp", exc.message)
+        gen_time = verified.gen_time.astimezone(dt.UTC)
+        tsa_der = _der(verified.tsa_certificate)
+        root_der = _der(verified.chain[-1])
+        for entry in self._in_force(gen_time, "head_timestamp"):
+            snapshot = entry.snapshot
+            approved_roots = {_der(r) for r in snapshot.trust_store.roots}
+            if snapshot.tsa_for(tsa_der) is not None and root_der in approved_roots:
+                return gen_time
+        _fail(
+            "head_timestamp",
+            f"the token's TSA ({verified.tsa_certificate.subject.rfc4514_string()}) is not "
+            f"approved by a global configuration in force at its time {_iso(gen_time)}",
+        )
+
+    # -- records ------------------------------------------------------------------------------
+
+    def check_record(
+        self,
+        index: int,
+        leaf: bytes,
+        *,
+        proof: Sequence[bytes],
+        tree_size: int,
+        root: bytes,
+        covered_at: dt.datetime | None,
+    ) -> LogRecord | None:
+        """Check record ``index`` (its canonical bytes ``leaf``) and its inclusion in the
+        tree of ``tree_size`` with ``root``; ``covered_at`` is the genTime of the head
+        that covers it, if any. Returns the decoded record (or ``None``)."""
+        self.report.records += 1
+        subject = f"record {index}"
+        self.check_inclusion(index, leaf_hash(leaf), proof=proof, tree_size=tree_size, root=root)
+        record = self._run(subject, lambda: _decode(leaf))
+        if record is None:
+            return None
+        if record.kind is not RecordKind.ADMIN_CHANGE:
+            self._run(subject, lambda: self._check_exchange(record, covered_at))
+        return record
+
+    def check_pruned(
+        self,
+        index: int,
+        stored_leaf_hash: bytes,
+        *,
+        proof: Sequence[bytes],
+        tree_size: int,
+        root: bytes,
+    ) -> None:
+        """A pruned record: only its leaf hash's inclusion can be checked."""
+        self.report.records += 1
+        self.report.pruned += 1
+        self.check_inclusion(index, stored_leaf_hash, proof=proof, tree_size=tree_size, root=root)
+
+    def check_inclusion(
+        self, index: int, hashed: bytes, *, proof: Sequence[bytes], tree_size: int, root: bytes
+    ) -> None:
+        try:
+            verify_inclusion(hashed, index, tree_size, proof, root)
+        except ProofError as exc:
+            self.fail(f"record {index}", "inclusion", exc.message)
+
+    def _check_exchange(self, record: LogRecord, covered_at: dt.datetime | None) -> None:
+        is_request = record.kind.is_request
+        payload, leaf = _verify_jws(
+            record.header_jws,
+            typ=_REQUEST_TYP if is_request else _RESPONSE_TYP,
+            chain=record.certificate_chain,
+        )
+        header: RequestHeader | ResponseHeader
+        try:
+            header = RequestHeader.decode(payload) if is_request else ResponseHeader.decode(payload)
+        except GatewayError as exc:
+            _fail("header_signature", f"signed payload is not a valid header: {exc.message}")
+        if header.message_id != record.message_id:
+            _fail(
+                "header_signature",
+                f"the signed header is of message {header.message_id[:64]!a}, the record of "
+                f"{record.message_id[:64]!a}",
+            )
+        if not hmac.compare_digest(header.body_sha256, record.body_sha256):
+            _fail("body_digest", "the record's body_sha256 differs from the signed header's")
+        if record.body is not None and len(record.body) != header.body_size:
+            _fail(
+                "body_digest",
+                f"the kept body is {len(record.body)} bytes, the header signs {header.body_size}",
+            )
+        at = header.created_at
+        if covered_at is not None and at > covered_at + self._skew:
+            _fail(
+                "record_time",
+                f"the header was created at {_iso(at)}, after the time-stamp {_iso(covered_at)} "
+                "of the tree head that covers it",
+            )
+        self._check_certificate(leaf, record, at)
+        signer = _member(leaf)
+        if isinstance(header, RequestHeader):
+            self._requests[hashlib.sha256(payload).digest()] = _Request(
+                message_id=header.message_id,
+                provider_member=str(header.service.subsystem.member),
+            )
+            expected = str(header.client.member)
+            whose = f"the client {header.client}"
+        else:
+            request = self._requests.get(header.request_header_sha256)
+            if request is None:
+                self.report.unpaired_responses += 1
+                return
+            if request.message_id != header.message_id:
+                _fail(
+                    "header_member",
+                    f"the response answers message {header.message_id[:64]!a}, but the request "
+                    f"it is bound to is {request.message_id[:64]!a}",
+                )
+            expected = request.provider_member
+            whose = "the provider of the request it answers"
+        if signer != expected:
+            _fail(
+                "header_member",
+                f"the signing certificate belongs to member {signer}, not to {expected}, the "
+                f"member of {whose}",
+            )
+
+    def _check_certificate(
+        self, leaf: x509.Certificate, record: LogRecord, at: dt.datetime
+    ) -> None:
+        intermediates = [_load_cert(der) for der in record.certificate_chain[1:]]
+        responses = [record.ocsp_response] if record.ocsp_response else []
+        first: PKIError | None = None
+        for entry in self._in_force(at, "header_certificate"):
+            try:
+                validate_path(
+                    leaf,
+                    intermediates=intermediates,
+                    trust=entry.snapshot.trust_store,
+                    at=at,
+                    purpose=Profile.SIGN,
+                    revocation=OCSPResponsesChecker(
+                        responses, leaf=leaf, max_age_s=self._max_ocsp_age_s
+                    ),
+                )
+            except PKIError as exc:
+                first = first or exc
+                continue
+            return
+        assert first is not None
+        _fail("header_certificate", f"{first.code.value}: {first.message}")
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _in_force(self, at: dt.datetime, check: str) -> list[ArchivedConfiguration]:
+        found = self._timeline.in_force(at)
+        if not found:
+            _fail(
+                check,
+                f"no global configuration in the evidence was in force at {_iso(at)} "
+                f"({len(self._timeline)} available)",
+            )
+        return found
+
+    def _run(self, subject: str, check: Callable[[], _T]) -> _T | None:
+        try:
+            return check()
+        except _CheckFailedError as exc:
+            self.fail(subject, exc.check, exc.message)
+            return None
+
+
+# -- the header JWS, checked independently of gateway.signing --------------------------------
+
+
+def _verify_jws(jws: bytes, *, typ: str, chain: Sequence[bytes]) -> tuple[bytes, x509.Certificate]:
+    """The verified payload and the leaf certificate of a logged header JWS."""
+    check = "header_signature"
+    if not jws.isascii():
+        _fail(check, "the signed header is not ASCII")
+    parts = jws.decode("ascii").split(".")
+    if len(parts) != 3:
+        _fail(check, f"the signed header is not a compact JWS ({len(parts)} parts, not 3)")
+    protected, payload_part, signature_part = parts
+    try:
+        header = json.loads(_b64url_decode(protected, "protected header"))
+    except ValueError as exc:
+        _fail(check, f"the JWS protected header is not JSON: {exc}")
+    if not isinstance(header, dict) or header.keys() != _HEADER_MEMBERS:
+        _fail(check, "the JWS protected header does not hold exactly alg, typ and x5c")
+    if header["typ"] != typ:
+        _fail(check, f"JWS typ is {str(header['typ'])[:40]!a}, not {typ!r}")
+    x5c = header["x5c"]
+    if not isinstance(x5c, list) or len(x5c) != len(chain) or not chain:
+        _fail(check, "JWS x5c is not the record's certificate chain")
+    for position, (text, der) in enumerate(zip(x5c, chain, strict=True)):
+        if not isinstance(text, str) or _b64_decode(text) != der:
+            _fail(check, f"JWS x5c[{position}] differs from the record's chain[{position}]")
+    leaf = _load_cert(chain[0], check)
+    try:
+        key = leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        _fail(check, f"the signing certificate's key is unusable: {exc}")
+    expected = _algorithm_for(key)
+    if header["alg"] != expected:
+        _fail(
+            check,
+            f"JWS alg {str(header['alg'])[:20]!a} is not the one the signing key makes "
+            f"({expected or 'none'})",
+        )
+    payload = _b64url_decode(payload_part, "payload")
+    signature = _b64url_decode(signature_part, "signature")
+    if not _signature_verifies(key, signature, f"{protected}.{payload_part}".encode("ascii")):
+        _fail(check, "the JWS signature does not verify with the signing certificate's key")
+    return payload, leaf
+
+
+def _b64url_decode(part: str, what: str) -> bytes:
+    if not _B64URL_ALPHABET.issuperset(part):
+        _fail("header_signature", f"JWS {what} is not base64url")
+    try:
+        data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError) as exc:
+        _fail("header_signature", f"JWS {what} is not base64url: {exc}")
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != part:
+        _fail("header_signature", f"JWS {what} is not canonical base64url")
+    return data
+
+
+def _b64_decode(text: str) -> bytes | None:
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return data if base64.b64encode(data).decode("ascii") == text else None
+
+
+def _signature_verifies(key: object, signature: bytes, data: bytes) -> bool:
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            if len(signature) != 2 * _P256_BYTES:
+                return False
+            r = int.from_bytes(signature[:_P256_BYTES], "big")
+            s = int.from_bytes(signature[_P256_BYTES:], "big")
+            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, data)
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _algorithm_for(key: object) -> str | None:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ES256" if isinstance(key.curve, ec.SECP256R1) else None
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256" if key.key_size >= _MIN_RSA_BITS else None
+    return None
+
+
+# -- small helpers --------------------------------------------------------------------------
+
+
+def _decode(leaf: bytes) -> LogRecord:
+    try:
+        return decode_canonical(leaf)
+    except GatewayError as exc:
+        _fail("record_format", exc.message)
+
+
+def _member(leaf: x509.Certificate) -> str:
+    try:
+        return member_of(leaf)
+    except PKIError as exc:
+        _fail("header_member", exc.message)
+
+
+def _load_cert(der: bytes, check: str = "header_certificate") -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        _fail(check, f"a certificate does not parse: {exc}")
+
+
+def _unique_certs(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:
+    seen: dict[bytes, x509.Certificate] = {}
+    for cert in certs:
+        seen.setdefault(_der(cert), cert)
+    return list(seen.values())
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _iso(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+# -- drivers --------------------------------------------------------------------------------
+
+
+def verify_bundle(path: Path, *, anchor: TrustAnchor) -> VerificationReport:
+    """Check the evidence bundle at ``path`` offline, trusting only ``anchor`` (see the
+    module docstring and :mod:`gateway.messagelog.bundle`)."""
+    timeline = ConfigurationTimeline(anchor)
+    try:
+        with BundleReader.open(path) as bundle:
+            return _BundleCheck(bundle, timeline).run()
+    except BundleError as exc:
+        report = VerificationReport()
+        report.failures.append(Failure("bundle", "bundle_structure", exc.message))
+        return report
+
+
+class _BundleCheck:
+    def __init__(self, bundle: BundleReader, timeline: ConfigurationTimeline) -> None:
+        self._bundle = bundle
+        self._timeline = timeline
+        self._manifest = bundle.manifest
+
+    def _read(self, verifier: EvidenceVerifier, path: str) -> bytes | None:
+        try:
+            return self._bundle.read(path)
+        except BundleError as exc:
+            verifier.fail(path, "bundle_file", exc.message)
+            return None
+
+    def run(self) -> VerificationReport:
+        manifest = self._manifest
+        configurations: list[tuple[str, bytes]] = []
+        problems = self._bundle.structure_problems()
+        pending = []
+        for serial in manifest.configurations:
+            pending.append(configuration_path(serial))
+        verifier = EvidenceVerifier(log_id=manifest.log_id, timeline=self._timeline)
+        for problem in problems:
+            verifier.fail("bundle", "bundle_structure", problem)
+        for path in pending:
+            data = self._read(verifier, path)
+            if data is not None:
+                configurations.append((path, data))
+        for path, data in configurations:
+            try:
+                entry = self._timeline.add(data)
+            except ConfigurationError as exc:
+                verifier.fail(path, "configuration", f"{exc.code.value}: {exc.message}")
+                continue
+            if configuration_path(entry.serial) != path:
+                verifier.fail(path, "configuration", f"the file holds serial {entry.serial}")
+        verifier.report.configurations = len(self._timeline)
+        for path, expected in derived_certificates(self._timeline.configurations).items():
+            data = self._read(verifier, path)
+            if data is not None and data != expected:
+                verifier.fail(
+                    path, "bundle_file", "differs from the certificates the configurations list"
+                )
+        heads = self._heads(verifier)
+        self._consistency(verifier, heads)
+        self._records(verifier, heads)
+        return verifier.report
+
+    def _heads(self, verifier: EvidenceVerifier) -> dict[int, VerifiedHead]:
+        heads: dict[int, VerifiedHead] = {}
+        for size in self._manifest.tree_heads:
+            jws = self._read(verifier, head_path(size))
+            token = self._read(verifier, token_path(size))
+            if jws is None:
+                continue
+            if token is None:
+                verifier.fail(f"tree head {size}", "head_timestamp", "its token is missing")
+            checked = verifier.check_head(jws, token, subject=f"tree head {size}")
+            if checked is None:
+                continue
+            if checked.tree_size != size:
+                verifier.fail(
+                    head_path(size), "head_format", f"holds a head of size {checked.tree_size}"
+                )
+                continue
+            heads[size] = checked
+        return heads
+
+    def _consistency(self, verifier: EvidenceVerifier, heads: dict[int, VerifiedHead]) -> None:
+        for old, new in itertools.pairwise(self._manifest.tree_heads):
+            path = consistency_path(old, new)
+            data = self._read(verifier, path)
+            if data is None or old not in heads or new not in heads:
+                continue
+            try:
+                proof = read_proof(data, path, old_size=old, new_size=new)
+            except BundleError as exc:
+                verifier.fail(path, "consistency", exc.message)
+                continue
+            verifier.check_consistency(heads[old], heads[new], proof)
+
+    def _records(self, verifier: EvidenceVerifier, heads: dict[int, VerifiedHead]) -> None:
+        manifest = self._manifest
+        for index in range(manifest.first_index, manifest.end_index):
+            size = covering_size(index, manifest.tree_heads)
+            assert size is not None  # Manifest.decode checks that the last head covers all
+            leaf = self._read(verifier, record_path(index))
+            data = self._read(verifier, inclusion_path(index))
+            if leaf is None or data is None:
+                verifier.report.records += 1
+                continue
+            try:
+                proof = read_proof(data, inclusion_path(index), index=index, tree_size=size)
+            except BundleError as exc:
+                verifier.fail(f"record {index}", "inclusion", exc.message)
+                proof = []
+            head = heads.get(size)
+            if head is None:
+                verifier.fail(f"record {index}", "inclusion", f"its tree head {size} is unusable")
+                verifier.report.records += 1
+                continue
+            verifier.check_record(
+                index,
+                leaf,
+                proof=proof,
+                tree_size=size,
+                root=head.root,
+                covered_at=head.timestamped_at,
+            )
+
+
+async def verify_log(
+    log: MessageLog,
+    *,
+    timeline: ConfigurationTimeline,
+    start: int = 0,
+    end: int | None = None,
+) -> VerificationReport:
+    """Check the live ``log`` (records ``start`` to ``end``, exclusive; all by default):
+    every stored tree head and the consistency between them, and every record against
+    the first time-stamped head that covers it (or, for the newest records, the first
+    head, or the tree the stored nodes make). A record's stored leaf hash must be the
+    hash of its bytes; a pruned record is checked by its hash only."""
+    verifier = EvidenceVerifier(log_id=log.log_id, timeline=timeline)
+    size, current_root = await log.tree_state()
+    end = size if end is None else min(end, size)
+    heads = await _live_heads(log, verifier)
+    ordered = [heads[s] for s in sorted(heads)]
+    for old, new in itertools.pairwise(ordered):
+        verifier.check_consistency(
+            old, new, await log.consistency_proof(old.tree_size, new.tree_size)
+        )
+    stamped = [h.tree_size for h in ordered if h.timestamp_token is not None]
+    signed = [h.tree_size for h in ordered]
+    at = start
+    while at < end:
+        page = await log.records(start=at, end=end, limit=MAX_PAGE)
+        if not page:
+            verifier.fail(f"record {at}", "inclusion", "missing from the store")
+            break
+        for stored in page:
+            covering = covering_size(stored.index, stamped)
+            if covering is None:
+                verifier.report.untimestamped += 1
+                covering = covering_size(stored.index, signed)
+            if covering is None:
+                tree_size, root, covered_at = size, current_root, None
+            else:
+                head = heads[covering]
+                tree_size, root, covered_at = covering, head.root, head.timestamped_at
+            proof = await log.inclusion_proof(stored.index, tree_size)
+            if stored.leaf is None:
+                verifier.check_pruned(
+                    stored.index, stored.leaf_hash, proof=proof, tree_size=tree_size, root=root
+                )
+                continue
+            if leaf_hash(stored.leaf) != stored.leaf_hash:
+                verifier.fail(
+                    f"record {stored.index}",
+                    "stored_hash",
+                    "the stored leaf hash is not the hash of the stored bytes",
+                )
+            verifier.check_record(
+                stored.index,
+                stored.leaf,
+                proof=proof,
+                tree_size=tree_size,
+                root=root,
+                covered_at=covered_at,
+            )
+        at = page[-1].index + 1
+    return verifier.report
+
+
+async def _live_heads(log: MessageLog, verifier: EvidenceVerifier) -> dict[int, VerifiedHead]:
+    """Every stored head checked; one per size (two roots for one size is a failure)."""
+    heads: dict[int, VerifiedHead] = {}
+    after = 0
+    while True:
+        page = await log.tree_heads(after_id=after, limit=MAX_PAGE)
+        for stored in page:
+            subject = f"tree head {stored.tree_size} (id {stored.head_id})"
+            checked = verifier.check_head(
+                stored.signed_head, stored.timestamp_token, subject=subject
+            )
+            if checked is None:
+                continue
+            if checked.tree_size != stored.tree_size or checked.root != stored.root:
+                verifier.fail(
+                    subject, "head_format", "the stored size or root differs from the signed head"
+                )
+            held = heads.get(checked.tree_size)
+            if held is None:
+                heads[checked.tree_size] = checked
+            elif held.root != checked.root:
+                verifier.fail(
+                    subject,
+                    "consistency",
+                    f"two tree heads of size {checked.tree_size} have different roots",
+                )
+            elif held.timestamp_token is None and checked.timestamp_token is not None:
+                heads[checked.tree_size] = checked
+        if len(page) < MAX_PAGE:
+            break
+        after = page[-1].head_id
+    return heads
