@@ -196,7 +196,7 @@ def validate_response(
         revocation_reason = single.revocation_reason
         produced_at = response.produced_at_utc
         cert_status = single.certificate_status
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
         raise OCSPError(f"OCSP response cannot be read: {exc}") from exc
     skew = dt.timedelta(seconds=clock_skew_s)
     if this_update > now + skew:

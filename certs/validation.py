@@ -588,7 +588,7 @@ class _PathSearch:
                 f"signature of {_describe(child)} does not verify with the key of "
                 f"{_describe(issuer)}, whose name and key identifier it names"
             ) from exc
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
             raise CertificateError(
                 f"signature of {_describe(child)} cannot be checked with the key of "
                 f"{_describe(issuer)}: {exc}"

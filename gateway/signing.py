@@ -496,7 +496,7 @@ class _Verifier:
     def _load(self, der: bytes, what: str) -> x509.Certificate:
         try:
             return x509.load_der_x509_certificate(der)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
             self.fail(f"{what} cannot be parsed: {exc}", ErrorCode.CERTIFICATE_INVALID)
 
     def _b64url_decode(self, part: str, what: str) -> bytes:

@@ -424,7 +424,7 @@ def _chain(x5c: object) -> tuple[x509.Certificate, ...]:
             _fail(f"JWS x5c[{index}] is not canonical base64")
         try:
             chain.append(x509.load_der_x509_certificate(der))
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
             _fail(f"JWS x5c[{index}] is not a certificate: {exc}", ErrorCode.CERTIFICATE_INVALID)
     return tuple(chain)
 

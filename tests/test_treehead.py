@@ -616,3 +616,16 @@ def test_openssl_verifies_the_token(pki: Pki, stamped: SignedTreeHead, tmp_path:
     assert "Verification: OK" in openssl_verify("sth.jws")
     (tmp_path / "other.jws").write_bytes(stamped.jws + b"\n")
     assert "Verification: OK" not in openssl_verify("other.jws")
+
+
+def test_a_certificate_of_an_unknown_version_is_refused_not_raised(pki: Pki) -> None:
+    """cryptography raises ``InvalidVersion`` (not a ValueError) for a certificate whose
+    version field is out of range: found by the byte-flipping property above."""
+    key, chain = pki.log_signer()
+    der = bytearray(chain[0].public_bytes(serialization.Encoding.DER))
+    at = der.index(b"\xa0\x03\x02\x01\x02")  # [0] EXPLICIT INTEGER 2: version v3
+    der[at + 4] = 0x05
+    x5c = [base64.b64encode(bytes(der)).decode(), *_x5c(chain[1:])]
+    header = {"alg": "ES256", "typ": TREE_HEAD_JWS_TYPE, "x5c": x5c}
+    with refused(ErrorCode.CERTIFICATE_INVALID, match=r"x5c\[0\] is not a certificate"):
+        parse_signed_tree_head(forge(key, chain, header=header))
