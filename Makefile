@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow setup proto proto-check lint typecheck check clean bench-pki bench-registry bench-gateway
+.PHONY: demo test test-slow setup proto proto-check lint typecheck check clean bench-pki bench-registry bench-gateway bench-messagelog
 
 demo: setup
 	$(PY) -m serai.cli demo
@@ -57,6 +57,10 @@ bench-registry: setup
 # Calls/s and latency through two gateway processes versus direct to the echo provider.
 bench-gateway: setup
 	$(PY) tools/bench_gateway.py
+
+bench-messagelog: setup
+	$(PY) tools/bench_merkle.py
+	$(PY) tools/bench_msglog.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
