@@ -15,9 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
-import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import TypeAlias
 
@@ -28,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from certs.errors import KeyFileError
 from serai.errors import ErrorCode
+from serai.fileio import atomic_write
 
 __all__ = [
     "KeyAlgorithm",
@@ -87,7 +86,7 @@ def write_private_key(path: Path, key: PrivateKey, *, passphrase: bytes | None =
         format=serialization.PrivateFormat.PKCS8,
         encryption_algorithm=encryption,
     )
-    _atomic_write(path, data, mode=0o600)
+    atomic_write(path, data, mode=0o600)
 
 
 def load_private_key(path: Path, *, passphrase: bytes | None = None) -> PrivateKey:
@@ -132,7 +131,7 @@ def load_private_key(path: Path, *, passphrase: bytes | None = None) -> PrivateK
 def write_certificate_chain(path: Path, chain: list[x509.Certificate]) -> None:
     """Write certificates as concatenated PEM, leaf first, atomically (mode 0644)."""
     data = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-    _atomic_write(path, data, mode=0o644)
+    atomic_write(path, data, mode=0o644)
 
 
 def load_certificate_chain(path: Path) -> list[x509.Certificate]:
@@ -146,18 +145,3 @@ def load_certificate_chain(path: Path) -> list[x509.Certificate]:
     except ValueError as exc:
         raise KeyFileError(f"{path} does not hold PEM certificates: {exc}") from exc
     return certs
-
-
-def _atomic_write(path: Path, data: bytes, *, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

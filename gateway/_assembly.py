@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Final
 
@@ -43,6 +44,7 @@ __all__ = [
     "LoadedFiles",
     "load_files",
     "ocsp_url_for",
+    "run_in_background",
     "settings_from_config",
 ]
 
@@ -243,3 +245,16 @@ class AdminChangeSignal:
             return await self._log.commit_admin_change(record)
         finally:
             await self._policy.reload_now()
+
+
+def run_in_background(stack: contextlib.AsyncExitStack, work: Awaitable[None], name: str) -> None:
+    """Run ``work`` as a task named ``name``, cancelled (and awaited) when ``stack`` closes."""
+    task: asyncio.Task[None] = asyncio.ensure_future(work)
+    task.set_name(name)
+
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(cancel)

@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import aiohttp
 
+from gateway._assembly import run_in_background
 from gateway.commit import ExchangeLog, LogIndex, LogRecord
 from gateway.config import GatewayConfig
 from gateway.logmodes import MetadataModeLog
@@ -47,6 +46,7 @@ from registry.client import GlobalConfigurationClient
 from registry.snapshot import ConfigurationSnapshot
 from serai.cliutil import log_event
 from serai.errors import SeraiError
+from serai.fileio import atomic_write
 from serai.treehead import SignedTreeHead, TreeHeadSigner
 
 __all__ = ["ARCHIVE_DIR_NAME", "GatewayLog", "archive_path", "open_gateway_log"]
@@ -139,7 +139,7 @@ async def open_gateway_log(
     )
     await scheduler.start()
     stack.push_async_callback(scheduler.stop)
-    _background(stack, _archive_configurations(config, globalconf), "globalconf-archive")
+    run_in_background(stack, _archive_configurations(config, globalconf), "globalconf-archive")
     log_event(
         "gateway_message_log",
         kind="postgresql" if config.message_log_url else "sqlite",
@@ -202,7 +202,7 @@ async def _archive_configurations(
             target = archive_path(config, snapshot.serial)
             try:
                 if not await asyncio.to_thread(target.exists):
-                    await asyncio.to_thread(_atomic_write, target, envelope)
+                    await asyncio.to_thread(atomic_write, target, envelope)
                     log_event("globalconf_archived", serial=snapshot.serial, path=str(target))
                 serial = snapshot.serial
             except OSError as exc:
@@ -211,26 +211,6 @@ async def _archive_configurations(
             await globalconf.wait_for_change(after_serial=serial)
         except SeraiError:
             await asyncio.sleep(1.0)
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _shown(location: str | Path) -> str:
@@ -242,15 +222,3 @@ def _shown(location: str | Path) -> str:
         user = credentials.split(":", 1)[0]
         return f"{scheme}://{user}@{host}"
     return text
-
-
-def _background(stack: contextlib.AsyncExitStack, work: Awaitable[None], name: str) -> None:
-    task: asyncio.Task[None] = asyncio.ensure_future(work)
-    task.set_name(name)
-
-    async def cancel() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    stack.push_async_callback(cancel)

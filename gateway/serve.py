@@ -30,7 +30,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,6 +41,7 @@ from gateway._assembly import (
     LoadedFiles,
     load_files,
     ocsp_url_for,
+    run_in_background,
     settings_from_config,
 )
 from gateway._logsetup import GatewayLog, open_gateway_log
@@ -127,7 +128,7 @@ async def _serve(
     stack.callback(executor.submit, store.close)
     initial = await loop.run_in_executor(executor, store.policy)
     policy = FollowedPolicy(store=store, initial=initial, executor=executor)
-    _background(stack, policy.run(), "acl-policy")
+    run_in_background(stack, policy.run(), "acl-policy")
 
     gateway_log = await open_gateway_log(
         config=config,
@@ -290,18 +291,6 @@ async def _until(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
     return None
-
-
-def _background(stack: contextlib.AsyncExitStack, work: Awaitable[None], name: str) -> None:
-    task: asyncio.Task[None] = asyncio.ensure_future(work)
-    task.set_name(name)
-
-    async def cancel() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    stack.push_async_callback(cancel)
 
 
 def _status(globalconf: GlobalConfigurationClient, log: GatewayLog) -> RuntimeStatus:

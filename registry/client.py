@@ -75,9 +75,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import random
-import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +101,7 @@ from registry.signing import verify_signed_configuration
 from registry.snapshot import ConfigurationSnapshot
 from serai.cliutil import log_event
 from serai.errors import ErrorCode
+from serai.fileio import atomic_write
 from serai.treehead import SignedTreeHead
 
 __all__ = [
@@ -557,8 +556,8 @@ class GlobalConfigurationClient:
             previous = self._trusted.snapshot
             try:
                 if sth is not None:
-                    await asyncio.to_thread(_atomic_write, self._heads_path, heads.encode())
-                await asyncio.to_thread(_atomic_write, self._cache_path, envelope)
+                    await asyncio.to_thread(atomic_write, self._heads_path, heads.encode())
+                await asyncio.to_thread(atomic_write, self._cache_path, envelope)
             except OSError as exc:
                 # The copy is good: serve it, but say the disk no longer guards rollback.
                 log_event(
@@ -706,23 +705,3 @@ def _retry_delay_s(
     jitter in [50 %, 100 %] so a fleet of gateways does not retry in step."""
     base = min(max_s, RETRY_INITIAL_S * float(2 ** min(failures - 1, 30)))
     return base * (0.5 + 0.5 * rand())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

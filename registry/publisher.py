@@ -40,8 +40,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-import os
-import tempfile
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -59,6 +57,7 @@ from registry.model import GlobalConfiguration
 from registry.signing import sign_configuration
 from registry.store import RegistryStore
 from serai.cliutil import log_event
+from serai.fileio import atomic_write
 from serai.treehead import SignedTreeHead, TreeHead, TreeHeadSigner
 
 __all__ = [
@@ -162,9 +161,9 @@ class Publisher:
             published = dataclasses.replace(generated, bundle=bundle)
             history = self.publish_dir / _HISTORY_DIR
             (history / BUNDLE_DIR).mkdir(parents=True, exist_ok=True)
-            _atomic_write(history / BUNDLE_DIR / str(published.serial), bundle.encode())
-            _atomic_write(history / str(published.serial), published.envelope)
-            _atomic_write(self.publish_dir / CURRENT_PATH, published.envelope)
+            atomic_write(history / BUNDLE_DIR / str(published.serial), bundle.encode(), mode=0o644)
+            atomic_write(history / str(published.serial), published.envelope, mode=0o644)
+            atomic_write(self.publish_dir / CURRENT_PATH, published.envelope, mode=0o644)
             self._current = published
             self._prune(history)
             return published
@@ -312,17 +311,3 @@ def _decimal(text: str) -> int | None:
     if not text.isdecimal() or str(int(text)) != text or int(text) >= 2**63:
         return None
     return int(text)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

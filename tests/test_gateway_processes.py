@@ -21,6 +21,7 @@ import grpc
 import pytest
 
 import gateway._assembly
+import gateway._logsetup
 import gateway.serve
 from gateway._assembly import settings_from_config
 from gateway.commit import RecordKind
@@ -274,5 +275,12 @@ def test_public_surface() -> None:
         "LoadedFiles",
         "load_files",
         "ocsp_url_for",
+        "run_in_background",
         "settings_from_config",
+    }
+    assert set(gateway._logsetup.__all__) == {
+        "ARCHIVE_DIR_NAME",
+        "GatewayLog",
+        "archive_path",
+        "open_gateway_log",
     }
