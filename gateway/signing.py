@@ -84,12 +84,11 @@ from dataclasses import dataclass
 from typing import Final, NoReturn, TypeAlias
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
-    encode_dss_signature,
 )
 
 from certs.errors import PKIError
@@ -100,6 +99,7 @@ from certs.validation import TrustStore, member_of, validate_path
 from gateway._verifycache import VerificationCache
 from gateway.errors import SigningError, VerificationError
 from gateway.headers import RequestHeader, ResponseHeader
+from serai import jws
 from serai.errors import ErrorCode, Origin
 from serai.identifiers import SubsystemId
 
@@ -131,8 +131,6 @@ MAX_JWS_CHARS: Final = 256 * 1024
 #: Most certificates a chain may carry (leaf and intermediates; the root is not sent).
 MAX_CHAIN_CERTIFICATES: Final = 5
 
-_MIN_RSA_BITS: Final = 2048
-_RAW_SIGNATURE_BYTES: Final = 64
 _P256_COORDINATE_BYTES: Final = 32
 _HEADER_MEMBERS: Final = frozenset({"alg", "typ", "x5c"})
 _B64URL_ALPHABET: Final = frozenset(
@@ -209,7 +207,7 @@ class HeaderSigner:
         leaf = certificate_chain[0]
         if _spki(leaf.public_key()) != _spki(key.public_key()):
             raise SigningError("the signing key does not match the signing certificate")
-        alg = _algorithm_for(key.public_key())
+        alg = jws.algorithm_for(key.public_key(), allow_rsa=True)
         if alg is None:
             raise SigningError(
                 f"a {type(key).__name__} cannot sign headers (EC P-256, Ed25519 or RSA >= 2048)"
@@ -222,7 +220,7 @@ class HeaderSigner:
         )
         x5c = [base64.b64encode(der).decode("ascii") for der in self._chain_der]
         self._protected = {
-            typ: _b64url(
+            typ: jws.b64url(
                 json.dumps({"alg": alg, "typ": typ, "x5c": x5c}, separators=(",", ":")).encode()
             )
             for typ in (REQUEST_JWS_TYPE, RESPONSE_JWS_TYPE)
@@ -252,10 +250,10 @@ class HeaderSigner:
             )
         typ = REQUEST_JWS_TYPE if isinstance(header, RequestHeader) else RESPONSE_JWS_TYPE
         header_bytes = header.encode()
-        signing_input = f"{self._protected[typ]}.{_b64url(header_bytes)}"
+        signing_input = f"{self._protected[typ]}.{jws.b64url(header_bytes)}"
         signature = self._signature(signing_input.encode("ascii"))
         return SignedHeader(
-            jws=f"{signing_input}.{_b64url(signature)}",
+            jws=f"{signing_input}.{jws.b64url(signature)}",
             header_bytes=header_bytes,
             header_sha256=hashlib.sha256(header_bytes).digest(),
             certificate_chain=self._chain_der,
@@ -383,7 +381,7 @@ class _Verifier:
         self._chain_field(x5c, chain)
         leaf = self._load(chain[0], "signing certificate")
         key = leaf.public_key()
-        expected = _algorithm_for(key)
+        expected = jws.algorithm_for(key, allow_rsa=True)
         if alg != expected:
             self.fail(
                 f"JWS algorithm {alg} does not match the signing certificate's key "
@@ -392,7 +390,7 @@ class _Verifier:
         payload = self._b64url_decode(payload_part, "payload")
         signature = self._b64url_decode(signature_part, "signature")
         signing_input = f"{protected}.{payload_part}".encode("ascii")
-        if not _verifies(key, signature, signing_input):
+        if not jws.signature_verifies(key, signature, signing_input, allow_rsa=True):
             self.fail("JWS signature does not verify with the signing certificate's key")
         return payload, leaf
 
@@ -490,7 +488,7 @@ class _Verifier:
                 f"JWS x5c has {len(x5c)} certificates, the certificate_chain field {len(chain)}"
             )
         for index, (text, der) in enumerate(zip(x5c, chain, strict=True)):
-            if not isinstance(text, str) or _b64_decode(text) != der:
+            if not isinstance(text, str) or jws.b64_decode(text) != der:
                 self.fail(f"JWS x5c[{index}] differs from certificate_chain[{index}]")
 
     def _load(self, der: bytes, what: str) -> x509.Certificate:
@@ -506,51 +504,16 @@ class _Verifier:
             data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
         except binascii.Error as exc:
             self.fail(f"JWS {what} is not base64url: {exc}")
-        if _b64url(data) != part:
+        if jws.b64url(data) != part:
             self.fail(f"JWS {what} is not canonical base64url")
         return data
 
 
-def _verifies(key: object, signature: bytes, data: bytes) -> bool:
-    try:
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            if len(signature) != _RAW_SIGNATURE_BYTES:
-                return False
-            r = int.from_bytes(signature[:_P256_COORDINATE_BYTES], "big")
-            s = int.from_bytes(signature[_P256_COORDINATE_BYTES:], "big")
-            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(key, ed25519.Ed25519PublicKey):
-            if len(signature) != _RAW_SIGNATURE_BYTES:
-                return False
-            key.verify(signature, data)
-        elif isinstance(key, rsa.RSAPublicKey):
-            if len(signature) != (key.key_size + 7) // 8:
-                return False
-            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            return False
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-def _algorithm_for(key: object) -> str | None:
-    """The JWS ``alg`` a key signs headers with, or ``None`` if it may not."""
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return "ES256" if isinstance(key.curve, ec.SECP256R1) else None
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "EdDSA"
-    if isinstance(key, rsa.RSAPublicKey):
-        return "RS256" if key.key_size >= _MIN_RSA_BITS else None
-    return None
-
-
 def _spki(key: object) -> bytes:
-    if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey):
+    der = jws.spki(key)
+    if der is None:
         raise SigningError(f"unsupported key type {type(key).__name__}")
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return der
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -558,19 +521,6 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     if len(result) != len(pairs):
         raise ValueError("duplicate member names")
     return result
-
-
-def _b64_decode(text: str) -> bytes | None:
-    """Strict standard base64 (RFC 7515 §4.1.6 ``x5c``), or ``None``."""
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return data if base64.b64encode(data).decode("ascii") == text else None
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _show(value: object) -> str:

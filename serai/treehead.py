@@ -73,12 +73,11 @@ from dataclasses import dataclass, field
 from typing import Final, NoReturn
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
-    encode_dss_signature,
 )
 from cryptography.x509.oid import NameOID
 
@@ -87,6 +86,7 @@ from certs.keys import PrivateKey
 from certs.profiles import Profile
 from certs.timestamp import verify_token
 from certs.validation import TrustStore, validate_path
+from serai import jws
 from serai.errors import ErrorCode, Origin, SeraiError
 
 __all__ = [
@@ -117,7 +117,6 @@ MAX_LOG_ID_CHARS: Final = 255
 
 _ROOT_HASH_BYTES: Final = 32
 _MAX_TREE_SIZE: Final = 2**63 - 1
-_RAW_SIGNATURE_BYTES: Final = 64
 _P256_COORDINATE_BYTES: Final = 32
 _HEADER_MEMBERS: Final = frozenset({"alg", "typ", "x5c"})
 _PAYLOAD_MEMBERS: Final = frozenset({"log_id", "root_hash", "time", "tree_size", "v"})
@@ -170,7 +169,7 @@ class TreeHead:
         return _canonical_json(
             {
                 "log_id": self.log_id,
-                "root_hash": _b64url(self.root_hash),
+                "root_hash": jws.b64url(self.root_hash),
                 "time": _format_time(self.time),
                 "tree_size": self.tree_size,
                 "v": TREE_HEAD_VERSION,
@@ -220,7 +219,7 @@ class TreeHeadSigner:
                 f"a log-signing chain holds 1 to {MAX_CHAIN_CERTIFICATES} certificates",
                 code=ErrorCode.INVALID_CONFIG,
             )
-        alg = _algorithm_for(key.public_key())
+        alg = jws.algorithm_for(key.public_key())
         if alg is None:
             raise TreeHeadError(
                 f"a {type(key).__name__} cannot sign tree heads (EC P-256 or Ed25519)",
@@ -238,7 +237,7 @@ class TreeHeadSigner:
         header = {"alg": alg, "typ": TREE_HEAD_JWS_TYPE, "x5c": x5c}
         self._key = key
         self._alg = alg
-        self._protected = _b64url(_canonical_json(header))
+        self._protected = jws.b64url(_canonical_json(header))
 
     @property
     def algorithm(self) -> str:
@@ -247,7 +246,7 @@ class TreeHeadSigner:
 
     def sign(self, head: TreeHead) -> SignedTreeHead:
         """Sign ``head``'s canonical payload."""
-        signing_input = f"{self._protected}.{_b64url(head.encode())}".encode("ascii")
+        signing_input = f"{self._protected}.{jws.b64url(head.encode())}".encode("ascii")
         key = self._key
         if isinstance(key, ec.EllipticCurvePrivateKey):
             r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
@@ -257,7 +256,7 @@ class TreeHeadSigner:
         else:
             assert isinstance(key, ed25519.Ed25519PrivateKey)  # checked in __init__
             signature = key.sign(signing_input)
-        return SignedTreeHead(signing_input + b"." + _b64url(signature).encode("ascii"))
+        return SignedTreeHead(signing_input + b"." + jws.b64url(signature).encode("ascii"))
 
 
 def sign_tree_head(
@@ -296,19 +295,19 @@ def verify_signed_tree_head(
         raise ValueError("verify_signed_tree_head: 'at' must be timezone-aware")
     if purpose not in _LOG_PURPOSES:
         raise ValueError(f"verify_signed_tree_head: {purpose.value!r} does not sign logs")
-    jws = sth.jws if isinstance(sth, SignedTreeHead) else sth
-    head, chain = parse_signed_tree_head(jws)
+    token = sth.jws if isinstance(sth, SignedTreeHead) else sth
+    head, chain = parse_signed_tree_head(token)
     leaf = chain[0]
-    protected, payload_part, signature_part = jws.split(b".")
+    protected, payload_part, signature_part = token.split(b".")
     alg = _protected_header(protected)["alg"]
-    expected_alg = _algorithm_for(_public_key(leaf))
+    expected_alg = jws.algorithm_for(_public_key(leaf))
     if alg != expected_alg:
         _fail(
             f"JWS algorithm {alg} does not match the signing certificate's key "
             f"(which signs with {expected_alg or 'no accepted algorithm'})"
         )
     signature = _b64url_decode(signature_part, "signature")
-    if not _verifies(_public_key(leaf), signature, protected + b"." + payload_part):
+    if not jws.signature_verifies(_public_key(leaf), signature, protected + b"." + payload_part):
         _fail("JWS signature does not verify with the signing certificate's key")
     trust = (
         trusted_roots if isinstance(trusted_roots, TrustStore) else TrustStore(roots=trusted_roots)
@@ -419,7 +418,7 @@ def _chain(x5c: object) -> tuple[x509.Certificate, ...]:
         _fail(f"JWS x5c is not a list of 1 to {MAX_CHAIN_CERTIFICATES} certificates")
     chain = []
     for index, text in enumerate(x5c):
-        der = _b64_decode(text) if isinstance(text, str) else None
+        der = jws.b64_decode(text) if isinstance(text, str) else None
         if der is None:
             _fail(f"JWS x5c[{index}] is not canonical base64")
         try:
@@ -511,46 +510,12 @@ def _b64url_decode(part: bytes, what: str) -> bytes:
         data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except binascii.Error as exc:
         _fail(f"JWS {what} is not base64url: {exc}")
-    if _b64url(data) != text:
+    if jws.b64url(data) != text:
         _fail(f"JWS {what} is not canonical base64url")
     return data
 
 
-def _b64_decode(text: str) -> bytes | None:
-    """Strict standard base64 (RFC 7515 §4.1.6 ``x5c``), or ``None``."""
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return data if base64.b64encode(data).decode("ascii") == text else None
-
-
 # -- keys and signatures --------------------------------------------------------------------
-
-
-def _verifies(key: object, signature: bytes, data: bytes) -> bool:
-    if len(signature) != _RAW_SIGNATURE_BYTES:
-        return False
-    try:
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            r = int.from_bytes(signature[:_P256_COORDINATE_BYTES], "big")
-            s = int.from_bytes(signature[_P256_COORDINATE_BYTES:], "big")
-            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, data)
-        else:
-            return False
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-def _algorithm_for(key: object) -> str | None:
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return "ES256" if isinstance(key.curve, ec.SECP256R1) else None
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "EdDSA"
-    return None
 
 
 def _public_key(cert: x509.Certificate) -> object:
@@ -561,11 +526,7 @@ def _public_key(cert: x509.Certificate) -> object:
 
 
 def _spki(key: object) -> bytes:
-    if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
-        return b""
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return jws.spki(key) or b""
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -583,10 +544,6 @@ def _format_time(when: dt.datetime) -> str:
         f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
         f".{t.microsecond // 1000:03d}Z"
     )
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _fail(message: str, code: ErrorCode = ErrorCode.SIGNATURE_INVALID) -> NoReturn:
