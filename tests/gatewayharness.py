@@ -24,6 +24,9 @@ CA required) and ``property_cert_sha256`` pins the certificate of ``property``'s
 (``property_allow`` replaces its address allow-list); ``Harness.channel`` is then
 plaintext and refused, so callers pass their own TLS channel to :meth:`Harness.call`.
 
+With ``provider_address`` (``HOST:PORT``) the provider gateway sends ``registry``'s
+calls to that IS instead of the echo provider (which still runs, uncalled).
+
 The echo provider answers every method with the request body, except
 ``/cadastre.v1.Cadastre/Fail`` (aborts with NOT_FOUND, a message and rich details) and
 ``/cadastre.v1.Cadastre/Slow`` (sleeps ``SLOW_S`` first). It records every call.
@@ -285,6 +288,7 @@ async def federation(
     property_cert_sha256: bytes | None = None,
     property_allow: tuple[str, ...] = ("127.0.0.1",),
     approve_tsa: bool = False,
+    provider_address: str | None = None,
 ) -> AsyncIterator[Harness]:
     """The whole federation, started; stopped on exit (module docstring)."""
     async with AsyncExitStack() as stack:
@@ -473,7 +477,9 @@ async def federation(
             provider_port,
             {
                 "providers": (
-                    ProviderSettings(subsystem=REGISTRY, address=f"127.0.0.1:{echo.port}"),
+                    ProviderSettings(
+                        subsystem=REGISTRY, address=provider_address or f"127.0.0.1:{echo.port}"
+                    ),
                 )
             },
             provider_log,
