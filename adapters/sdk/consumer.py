@@ -10,7 +10,8 @@ subsystem. The SDK guarantees, for every call made through such a stub:
   ``x-road-id``), and the client's default deadline when the call sets none;
 - a refusal by a gateway (a status with the ``x-road-error`` trailer) is raised as
   :class:`~adapters.sdk.ExchangeRefused` with its code, origin, message, status and
-  message id;
+  message id, when the call is awaited (the stub's calls are wrapped; the call object
+  still answers ``code()``, ``details()`` and ``trailing_metadata()``);
 - a provider's own error status passes through unchanged as
   ``grpc.aio.AioRpcError`` (code, message, rich details: read them with
   :func:`rich_status`), because the provider gateway signs and relays it as is;
@@ -23,7 +24,7 @@ it (``async with``) when done; :meth:`GatewayClient.with_user` shares the channe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
@@ -98,13 +99,10 @@ class GatewayClient:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self._timeout_s = timeout_s
         self._gateway = gateway
-        interceptors = cast("Any", (_RefusalInterceptor(),))  # grpc-stubs: partial type
         if channel_credentials is None:
-            self._channel = grpc.aio.insecure_channel(gateway, interceptors=interceptors)
+            self._channel = grpc.aio.insecure_channel(gateway)
         else:
-            self._channel = grpc.aio.secure_channel(
-                gateway, channel_credentials, interceptors=interceptors
-            )
+            self._channel = grpc.aio.secure_channel(gateway, channel_credentials)
         self._owns_channel = True
 
     @property
@@ -272,23 +270,57 @@ def _merged(defaults: _Metadata, given: Any) -> _Metadata:
     return (*extra, *((k, v) for k, v in defaults if k not in keys))
 
 
-class _RefusalInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
-    """Raises ExchangeRefused for a status that carries ``x-road-error``."""
+class _RefusingCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]  # generic stub
+    """A unary call whose await raises ExchangeRefused for a status with ``x-road-error``.
 
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        call = await continuation(client_call_details, request)
+    A wrapper, not a client interceptor: grpc.aio's intercepted calls cannot carry an
+    exception that is not an AioRpcError (their finaliser re-raises it)."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __await__(self) -> Generator[Any, None, Any]:
         try:
-            await call
+            response = yield from self._call.__await__()
         except grpc.aio.AioRpcError as exc:
             refused = parse_refusal(exc)
             if refused is not None:
                 raise refused from exc
-        return call
+            raise
+        return response
+
+    def cancel(self) -> bool:
+        return bool(self._call.cancel())
+
+    def cancelled(self) -> bool:
+        return bool(self._call.cancelled())
+
+    def done(self) -> bool:
+        return bool(self._call.done())
+
+    def add_done_callback(self, callback: Any) -> None:
+        self._call.add_done_callback(callback)
+
+    def time_remaining(self) -> float | None:
+        remaining: float | None = self._call.time_remaining()
+        return remaining
+
+    async def initial_metadata(self) -> Any:
+        return await self._call.initial_metadata()
+
+    async def trailing_metadata(self) -> Any:
+        return await self._call.trailing_metadata()
+
+    async def code(self) -> grpc.StatusCode:
+        code: grpc.StatusCode = await self._call.code()
+        return code
+
+    async def details(self) -> str:
+        details: str = await self._call.details()
+        return details
+
+    async def wait_for_connection(self) -> None:
+        await self._call.wait_for_connection()
 
 
 class _BoundUnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
@@ -308,13 +340,15 @@ class _BoundUnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-a
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        return self._inner(
-            request,
-            timeout=self._timeout_s if timeout is None else timeout,
-            metadata=_merged(self._metadata, metadata),
-            credentials=credentials,
-            wait_for_ready=wait_for_ready,
-            compression=compression,
+        return _RefusingCall(
+            self._inner(
+                request,
+                timeout=self._timeout_s if timeout is None else timeout,
+                metadata=_merged(self._metadata, metadata),
+                credentials=credentials,
+                wait_for_ready=wait_for_ready,
+                compression=compression,
+            )
         )
 
 
