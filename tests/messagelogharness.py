@@ -92,7 +92,7 @@ class Built:
 
     dir: Path
     config: Path
-    database: Path
+    database: str | Path
     anchor: Path
     records: tuple[LogRecord, ...]
 
@@ -116,18 +116,20 @@ def build_log(
     heads_after: Sequence[int] = (3, 7, 10),
     timestamp: Sequence[bool] | None = None,
     archive: bool = True,
+    dsn: str | None = None,
 ) -> Built:
     """Append :func:`log_records` to ``directory/messagelog.db``; after the records
     counted in ``heads_after`` sign a tree head and (where ``timestamp`` says, all by
     default) time-stamp it. Also write ``gateway.toml``, ``anchor.bin`` and (unless
-    ``archive`` is false) ``globalconf/archive/<serial>.bin``."""
+    ``archive`` is false) ``globalconf/archive/<serial>.bin``. With ``dsn`` the log is
+    in that PostgreSQL database instead."""
     directory.mkdir(parents=True, exist_ok=True)
     records = log_records(source)
     stamps = list(timestamp) if timestamp is not None else [True] * len(heads_after)
-    database = directory / "messagelog.db"
+    database: str | Path = dsn if dsn is not None else directory / "messagelog.db"
     asyncio.run(_fill(source, database, records, heads_after, stamps))
     (directory / "gateway.toml").write_text(
-        render_config(gateway_id=LOG_ID, peer_address="127.0.0.1:5501")
+        render_config(gateway_id=LOG_ID, peer_address="127.0.0.1:5501", message_log_url=dsn)
     )
     (directory / "anchor.bin").write_bytes(encode_anchor(source.anchor))
     if archive:
@@ -144,7 +146,7 @@ def build_log(
 
 async def _fill(
     source: Source,
-    database: Path,
+    database: str | Path,
     records: Sequence[LogRecord],
     heads_after: Sequence[int],
     stamps: Sequence[bool],

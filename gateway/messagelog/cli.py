@@ -36,13 +36,14 @@ from typing import Any, TypeVar
 from gateway.commit import decode_canonical
 from gateway.config import GatewayConfig, load_config
 from gateway.messagelog.bundle import BundleError, ExportResult, export_bundle
-from gateway.messagelog.errors import MessageLogError
+from gateway.messagelog.errors import LogCorruptError, MessageLogError
 from gateway.messagelog.log import MAX_PAGE, MessageLog, MessageLogOptions
 from gateway.messagelog.retention import prune_exported
 from gateway.messagelog.store import StoredRecord, Synchronous
 from gateway.messagelog.timeline import ConfigurationTimeline, add_all, read_archive
 from gateway.messagelog.verify import (
     EvidenceVerifier,
+    Failure,
     VerificationReport,
     verify_bundle,
     verify_log,
@@ -377,12 +378,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             raise ConfigError("--anchor goes with --bundle; a live log uses its gateway's")
         config = load_config(args.config)
         timeline = _timeline(config)
-        report = _with_log(
-            config,
-            lambda log: verify_log(
-                log, timeline=timeline, start=args.range_from, end=args.range_to
-            ),
-        )
+        try:
+            report = _with_log(
+                config,
+                lambda log: verify_log(
+                    log, timeline=timeline, start=args.range_from, end=args.range_to
+                ),
+            )
+        except LogCorruptError as exc:
+            # The store refuses to open a log that breaks its invariants: that is a
+            # finding of the verification, not a usage error.
+            report = VerificationReport()
+            report.failures.append(Failure("log", "store", exc.message))
     if args.json:
         print(json.dumps(report.as_json()))
     else:

@@ -44,7 +44,13 @@ from registry.signing import verify_signed_configuration
 from registry.snapshot import ConfigurationSnapshot
 from serai.errors import ErrorCode
 
-__all__ = ["ARCHIVE_DIR_NAME", "ArchivedConfiguration", "ConfigurationTimeline", "read_archive"]
+__all__ = [
+    "ARCHIVE_DIR_NAME",
+    "ArchivedConfiguration",
+    "ConfigurationTimeline",
+    "add_all",
+    "read_archive",
+]
 
 #: Sub-directory of ``globalconf_cache_dir`` where the gateway archives every envelope.
 ARCHIVE_DIR_NAME: Final = "archive"

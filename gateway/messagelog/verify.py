@@ -18,8 +18,10 @@ What each check establishes (``check`` names, as reported):
     approved by a configuration in force at the head's time (the time-stamp's genTime,
     or, for a head without one, the head's own claim); its RFC 3161 token verifies over
     the SHA-256 of the JWS bytes and is signed by a TSA approved, together with the root
-    it chains to, by a configuration in force at genTime; the head does not claim a time
-    later than its time-stamp (beyond ``max_skew_s``).
+    it chains to, by a configuration in force at genTime; the token is DER and every
+    certificate it embeds (outside the TSA's signature) is one the configurations list,
+    so no byte of it can change unnoticed; the head does not claim a time later than its
+    time-stamp (beyond ``max_skew_s``).
 ``consistency``
     Consecutive tree heads: the older tree is a prefix of the newer (RFC 9162 consistency
     proof); two heads of one size have one root.
@@ -72,6 +74,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, NoReturn, TypeVar
 
+from asn1crypto import cms, core
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -346,6 +349,8 @@ class EvidenceVerifier:
                 ),
             ]
         )
+        listed = {_der(c) for c in [*roots, *untrusted]}
+        _check_token_encoding(token, listed)
         try:
             verified = verify_token(
                 token,
@@ -521,6 +526,36 @@ class EvidenceVerifier:
         except _CheckFailedError as exc:
             self.fail(subject, exc.check, exc.message)
             return None
+
+
+def _check_token_encoding(token: bytes, listed: set[bytes]) -> None:
+    """What :func:`certs.timestamp.verify_token` leaves unbound, bound: the token is DER
+    (one encoding), carries no CRLs, and every certificate it embeds is one the
+    configurations list, byte for byte. The embedded certificates are outside the TSA's
+    signature, so without this a changed byte there would go unnoticed."""
+    try:
+        info = cms.ContentInfo.load(token)
+        if info.dump(force=True) != token:
+            _fail("head_timestamp", "the token is not DER-encoded as received")
+        signed = info["content"]
+        if not isinstance(signed["crls"], core.Void):
+            _fail("head_timestamp", "the token carries CRLs")
+        embedded = (
+            []
+            if isinstance(signed["certificates"], core.Void)
+            else [choice.chosen.dump() for choice in signed["certificates"]]
+        )
+    except _CheckFailedError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        _fail("head_timestamp", f"the token is not a CMS SignedData: {exc}")
+    for position, der in enumerate(embedded):
+        if der not in listed:
+            _fail(
+                "head_timestamp",
+                f"certificate {position} embedded in the token is not one the configurations "
+                "list (a TSA they do not approve, or a changed byte)",
+            )
 
 
 # -- the header JWS, checked independently of gateway.signing --------------------------------
