@@ -19,7 +19,14 @@ from serai.errors import SeraiError
 __all__ = ["main"]
 
 #: Packages whose ``cli`` module contributes subcommands, in help order.
-_CLI_MODULES = ("certs.cli", "registry.cli", "gateway.cli", "gateway.messagelog.cli", "serai.demo")
+_CLI_MODULES = (
+    "certs.cli",
+    "registry.cli",
+    "gateway.cli",
+    "gateway.messagelog.cli",
+    "adapters.cli",
+    "serai.demo",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
