@@ -26,7 +26,7 @@ from adapters.agencies.sampledata import create_sample_database
 from adapters.agencies.tax import TaxRegistry, tax_service
 from adapters.agencies.transfers import TransferBook
 from adapters.sdk import GatewayClient, ProviderServer, ServiceRegistration
-from serai.cliutil import log_event, parse_listen, termination_event
+from serai.cliutil import format_address, log_event, parse_listen, termination_event
 from serai.errors import ConfigError
 
 __all__ = ["STOP_GRACE_S", "SUBSYSTEMS", "run_adapter"]
@@ -80,7 +80,7 @@ async def run_adapter(config: AdapterConfig) -> None:
                 "adapter_listening",
                 agency=config.agency,
                 subsystem=str(SUBSYSTEMS[config.agency]),
-                address=f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
+                address=format_address(host, port),
                 database=str(config.database),
             )
             await stop.wait()
