@@ -20,8 +20,10 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from cryptography import x509
+from psycopg.conninfo import conninfo_to_dict
 
 from certs.keys import PrivateKey, generate_private_key
 from certs.pkidir import PKIDirectory
@@ -187,3 +189,14 @@ async def sign_head(
 
 def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+def pg_url(dsn: str) -> str:
+    """The ``postgresql://`` URL (what gateway.toml takes) of a keyword DSN such as the
+    ``postgres_dsn`` fixture gives."""
+    parts = conninfo_to_dict(dsn)
+    user = quote(str(parts.get("user", "postgres")))
+    secret = parts.get("password")
+    credentials = f"{user}:{quote(str(secret))}" if secret else user
+    where = f"{parts.get('host', '127.0.0.1')}:{parts.get('port', 5432)}"
+    return f"postgresql://{credentials}@{where}/{quote(str(parts['dbname']))}"
