@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -64,15 +65,23 @@ class GatewayLog:
     #: The durable log underneath.
     store: MessageLog
     scheduler: TreeHeadScheduler
+    #: Sees every commit (times it, remembers whether the last one failed).
+    commits: _NotifyingLog
 
     def admission(self) -> None:
         """Refuse new exchanges while time-stamps are overdue (``timestamping_overdue``)."""
         self.scheduler.check()
 
     def not_ready_reasons(self) -> tuple[str, ...]:
-        """Why the log is not ready (empty when it is)."""
-        reason = self.scheduler.overdue_reason()
-        return () if reason is None else (reason,)
+        """Why the log is not ready (empty when it is): time-stamps overdue, or the last
+        commit failed (cleared by the next one that succeeds)."""
+        reasons = []
+        overdue = self.scheduler.overdue_reason()
+        if overdue is not None:
+            reasons.append(overdue)
+        if self.commits.last_failure is not None:
+            reasons.append(f"the message log cannot be written: {self.commits.last_failure}")
+        return tuple(reasons)
 
 
 def archive_path(config: GatewayConfig, serial: int) -> Path:
@@ -86,8 +95,10 @@ async def open_gateway_log(
     signer: TreeHeadSigner,
     globalconf: GlobalConfigurationClient,
     stack: contextlib.AsyncExitStack,
+    commit_observer: CommitObserver | None = None,
 ) -> GatewayLog:
-    """Open and start the message log ``config`` describes (module docstring)."""
+    """Open and start the message log ``config`` describes (module docstring);
+    ``commit_observer`` is told the kind, duration and success of every commit."""
     location: str | Path = config.message_log_url or config.message_log
     store = await MessageLog.open(
         location,
@@ -147,32 +158,64 @@ async def open_gateway_log(
         size=store.size,
         synchronous=config.message_log_synchronous.value,
     )
-    exchange_log = MetadataModeLog(
-        log=_NotifyingLog(log=store, appended=scheduler.notify_appended),
-        modes=config.log_modes(),
-    )
-    return GatewayLog(exchange_log=exchange_log, store=store, scheduler=scheduler)
+    commits = _NotifyingLog(log=store, appended=scheduler.notify_appended, observer=commit_observer)
+    exchange_log = MetadataModeLog(log=commits, modes=config.log_modes())
+    return GatewayLog(exchange_log=exchange_log, store=store, scheduler=scheduler, commits=commits)
+
+
+#: ``(record kind, seconds, ok)`` of one commit.
+CommitObserver = Callable[[str, float, bool], None]
 
 
 class _NotifyingLog:
-    """Tells the scheduler the tree size after every commit."""
+    """Tells the scheduler the tree size after every commit; times every commit and
+    keeps the last failure until a commit succeeds again."""
 
-    def __init__(self, *, log: MessageLog, appended: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        *,
+        log: MessageLog,
+        appended: Callable[[int], None],
+        observer: CommitObserver | None = None,
+    ) -> None:
         self._log = log
         self._appended = appended
+        self._observer = observer
+        #: Why the last commit failed, ``None`` once one succeeds.
+        self.last_failure: str | None = None
 
     async def commit_request(self, record: LogRecord) -> LogIndex:
-        return self._notify(await self._log.commit_request(record))
+        return await self._commit(record, self._log.commit_request)
 
     async def commit_response(self, record: LogRecord) -> LogIndex:
-        return self._notify(await self._log.commit_response(record))
+        return await self._commit(record, self._log.commit_response)
 
     async def commit_admin_change(self, record: LogRecord) -> LogIndex:
-        return self._notify(await self._log.commit_admin_change(record))
+        return await self._commit(record, self._log.commit_admin_change)
 
-    def _notify(self, index: LogIndex) -> LogIndex:
+    async def _commit(
+        self, record: LogRecord, commit: Callable[[LogRecord], Awaitable[LogIndex]]
+    ) -> LogIndex:
+        started = time.perf_counter()
+        kind = record.kind.name.lower()
+        try:
+            index = await commit(record)
+        except SeraiError as exc:
+            if self.last_failure is None:
+                log_event("message_log_unavailable", kind=kind, error=exc.message)
+            self.last_failure = exc.message
+            self._observe(kind, started, ok=False)
+            raise
+        if self.last_failure is not None:
+            log_event("message_log_recovered", kind=kind)
+            self.last_failure = None
+        self._observe(kind, started, ok=True)
         self._appended(index + 1)
         return index
+
+    def _observe(self, kind: str, started: float, *, ok: bool) -> None:
+        if self._observer is not None:
+            self._observer(kind, time.perf_counter() - started, ok)
 
 
 def _snapshot_or_none(

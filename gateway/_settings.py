@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from gateway._observe import NO_OBSERVER, ExchangeObserver
 from gateway._verifycache import VerificationCache
 from gateway.acl import AccessPolicy
 from gateway.commit import ExchangeLog
@@ -168,3 +169,5 @@ class ExchangeParts:
     #: :class:`~serai.errors.SeraiError` to refuse every new exchange (the message log's
     #: ``timestamping_overdue``); returns ``None`` to let it go on.
     admission: Callable[[], None] = _admit_all
+    #: Told of every exchange, on both sides (metrics and the exchange log line).
+    observer: ExchangeObserver = NO_OBSERVER

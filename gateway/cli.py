@@ -48,6 +48,7 @@ from gateway.config import (
     CONFIG_FILE_NAME,
     DEFAULT_ADMIN_LISTEN,
     DEFAULT_IS_LISTEN,
+    DEFAULT_METRICS_LISTEN,
     DEFAULT_PEER_LISTEN,
     GatewayConfig,
     load_config,
@@ -64,6 +65,7 @@ from serai.cliutil import (
     read_passphrase,
 )
 from serai.errors import ConfigError, SeraiError
+from serai.httpops import metrics_listen_for
 from serai.identifiers import GatewayId, SubsystemId, parse_subject
 from serai.rpcerrors import error_from_rpc
 from serai.tokens import DEFAULT_LIFETIME_S, TokenVerifier
@@ -147,6 +149,12 @@ def _register_init(sub: Any) -> None:
             option, default=default, metavar="HOST:PORT", help=f"{what} (default: %(default)s)"
         )
     init.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help=f"metrics and health HTTP port (default: {DEFAULT_METRICS_LISTEN} when the other "
+        "ports are their defaults, else any free loopback port, printed when serving)",
+    )
+    init.add_argument(
         "--client",
         action="append",
         default=[],
@@ -180,6 +188,15 @@ def _cmd_init(args: argparse.Namespace) -> int:
             ("--admin-listen", args.admin_listen),
         )
     }
+    metrics_listen = metrics_listen_for(
+        args.metrics_listen,
+        default=DEFAULT_METRICS_LISTEN,
+        others_default=(
+            listens["--is-listen"] == DEFAULT_IS_LISTEN
+            and listens["--peer-listen"] == DEFAULT_PEER_LISTEN
+            and listens["--admin-listen"] == DEFAULT_ADMIN_LISTEN
+        ),
+    )
     peer_address = _peer_address(args.peer_address, listens["--peer-listen"])
     clients = [_own_subsystem("--client", text, gateway_id) for text in args.client]
     providers = []
@@ -205,6 +222,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         is_listen=listens["--is-listen"],
         peer_listen=listens["--peer-listen"],
         admin_listen=listens["--admin-listen"],
+        metrics_listen=metrics_listen,
         acl_database_url=args.acl_database_url,
         message_log_url=args.message_log_url,
         key_passphrase_file=None if passphrase_file is None else str(passphrase_file),

@@ -12,6 +12,8 @@ directory holding the file)::
     # is_client_ca = "keys/is-ca.pem"     #   IS client certificates required, issued by this CA
     peer_listen = "127.0.0.1:5501"        # other gateways (TLS 1.3, client certificates)
     admin_listen = "127.0.0.1:5502"       # admin API (JWT bearer tokens)
+    metrics_listen = "127.0.0.1:9500"     # /metrics, /healthz, /readyz (HTTP, no auth)
+    # exchange_log_lines = true           # one JSON line per exchange on stderr
     peer_address = "127.0.0.1:5501"       # what the registry lists for this gateway
     auth_key = "keys/auth.key"            # TLS authentication key and certificate
     auth_certificate = "keys/auth.pem"
@@ -79,6 +81,7 @@ __all__ = [
     "DEFAULT_IS_LISTEN",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_MAX_SKEW_S",
+    "DEFAULT_METRICS_LISTEN",
     "DEFAULT_PEER_LISTEN",
     "DEFAULT_REPLAY_WINDOW_S",
     "DEFAULT_TIMEOUT_S",
@@ -99,6 +102,8 @@ CONFIG_FILE_NAME: Final = "gateway.toml"
 DEFAULT_IS_LISTEN: Final = "127.0.0.1:5500"
 DEFAULT_PEER_LISTEN: Final = "127.0.0.1:5501"
 DEFAULT_ADMIN_LISTEN: Final = "127.0.0.1:5502"
+#: The operations HTTP port: Prometheus metrics and the health endpoints (loopback).
+DEFAULT_METRICS_LISTEN: Final = "127.0.0.1:9500"
 #: Seconds between fetches of the global configuration.
 DEFAULT_GLOBALCONF_REFRESH_INTERVAL_S: Final = 60.0
 #: Largest request or response body accepted, in bytes (4 MiB).
@@ -129,6 +134,8 @@ _KNOWN_KEYS: Final = frozenset(
         "is_client_ca",
         "peer_listen",
         "admin_listen",
+        "metrics_listen",
+        "exchange_log_lines",
         "peer_address",
         "auth_key",
         "auth_certificate",
@@ -248,6 +255,10 @@ class GatewayConfig:
     default_timeout_s: float
     clients: tuple[ClientConfig, ...]
     providers: tuple[ProviderConfig, ...]
+    #: The operations HTTP port (``/metrics``, ``/healthz``, ``/readyz``).
+    metrics_listen: tuple[str, int] = ("127.0.0.1", 9500)
+    #: Whether each exchange writes a JSON line on stderr.
+    exchange_log_lines: bool = True
 
     @property
     def instance(self) -> str:
@@ -293,6 +304,7 @@ def render_config(
     is_listen: str = DEFAULT_IS_LISTEN,
     peer_listen: str = DEFAULT_PEER_LISTEN,
     admin_listen: str = DEFAULT_ADMIN_LISTEN,
+    metrics_listen: str = DEFAULT_METRICS_LISTEN,
     acl_database_url: str | None = None,
     message_log_url: str | None = None,
     key_passphrase_file: str | None = None,
@@ -309,6 +321,8 @@ def render_config(
         "is_tls = false",
         f"peer_listen = {toml_string(peer_listen)}",
         f"admin_listen = {toml_string(admin_listen)}",
+        f"metrics_listen = {toml_string(metrics_listen)}",
+        "exchange_log_lines = true",
         f"peer_address = {toml_string(peer_address)}",
         'auth_key = "keys/auth.key"',
         'auth_certificate = "keys/auth.pem"',
@@ -431,6 +445,8 @@ class _Reader(TomlReader):
             default_timeout_s=self.number("default_timeout_s", DEFAULT_TIMEOUT_S),
             clients=self.clients(gateway_id, is_tls=is_tls),
             providers=self.providers(gateway_id),
+            metrics_listen=self.address("metrics_listen", DEFAULT_METRICS_LISTEN, any_port=True),
+            exchange_log_lines=self.boolean("exchange_log_lines", default=True),
         )
 
     # -- values only gateway.toml has ------------------------------------------------------

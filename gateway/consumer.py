@@ -55,6 +55,7 @@ from typing import Any, Final, cast
 import grpc
 
 from gateway._messages import EXCHANGE_METHOD, ExchangeRequestMessage, ExchangeResponseMessage
+from gateway._observe import ExchangeObservation
 from gateway._settings import ExchangeParts
 from gateway.commit import LogIndex, LogRecord, PeerReceipt, RecordKind
 from gateway.errors import GatewayError
@@ -96,8 +97,13 @@ class ConsumerSide:
     async def handle(self, method: str, body: bytes, context: _Context) -> bytes:
         """Forward one call of ``method``; returns the provider's body or aborts."""
         exchange: list[tuple[str, str | bytes]] = []
-        async with refusing(context, side="consumer", exchange=exchange):
-            return await self._exchange(method, body, context, exchange)
+        observer = self._parts.observer
+        observation = observer.begin("consumer")
+        try:
+            async with refusing(context, side="consumer", exchange=exchange, outcome=observation):
+                return await self._exchange(method, body, context, exchange, observation)
+        finally:
+            observer.finish(observation)
         raise AssertionError("unreachable: refusing() aborts")  # pragma: no cover
 
     async def _exchange(
@@ -106,6 +112,7 @@ class ConsumerSide:
         body: bytes,
         context: _Context,
         exchange: list[tuple[str, str | bytes]],
+        observation: ExchangeObservation,
     ) -> bytes:
         settings = self._settings
         if len(body) > settings.max_message_bytes:
@@ -117,10 +124,14 @@ class ConsumerSide:
         self._parts.admission()
         deadline = time.monotonic() + _budget_s(context, settings.default_deadline_s)
         metadata = _metadata(context)
+        observation.method = method
         client = SubsystemId.parse(_required(metadata, CLIENT_KEY))
+        observation.client = client
         provider = SubsystemId.parse(_required(metadata, SERVICE_KEY))
+        observation.service = provider
         service = ServiceId.for_method(subsystem=provider, method_path=method)
         message_id = metadata.get(MESSAGE_ID_KEY) or str(uuid.uuid4())
+        observation.message_id = message_id
         exchange.append((MESSAGE_ID_KEY, _ascii_only(message_id)))
         self._authenticate(client, context)
         snapshot = self._parts.configuration.current()
@@ -146,17 +157,23 @@ class ConsumerSide:
             user_id=metadata.get(USER_ID_KEY, ""),
             issue=metadata.get(ISSUE_KEY, ""),
         )
+        started = time.perf_counter()
         signed = self._parts.signer.sign(header)
+        observation.add("signing", started)
         exchange.append((REQUEST_HASH_KEY, signed.header_sha256.hex()))
         committing = asyncio.ensure_future(
             self._parts.log.commit_request(_request_record(message_id, signed, body))
         )
+        started = time.perf_counter()
         try:
             gateway, response = await self._send(gateways, signed, body, deadline)
         except BaseException:
             await _settle(committing)
             raise
+        finally:
+            observation.add("peer", started)
         await committing
+        started = time.perf_counter()
         verified = verify_response(
             response.signed_header,
             chain=response.certificate_chain,
@@ -171,6 +188,7 @@ class ConsumerSide:
             max_skew_s=settings.max_skew_s,
             cache=self._parts.verification_cache,
         )
+        observation.add("verification", started)
         await self._parts.log.commit_response(
             LogRecord(
                 kind=RecordKind.RESPONSE_RECEIVED,

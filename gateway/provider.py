@@ -39,6 +39,7 @@ from typing import Any, Final, cast
 import grpc
 
 from gateway._messages import ExchangeRequestMessage, ExchangeResponseMessage, Receipt
+from gateway._observe import CODE_PROVIDER_STATUS, ExchangeObservation
 from gateway._settings import ExchangeParts
 from gateway.commit import LogRecord, RecordKind
 from gateway.errors import GatewayError
@@ -46,7 +47,7 @@ from gateway.headers import MAX_STATUS_DETAILS_BYTES, MAX_STATUS_MESSAGE_CHARS, 
 from gateway.peers import ChannelPool
 from gateway.signing import VerifiedRequest, verify_request
 from gateway.tlsconf import peer_certificate_sha256
-from gateway.wire import MESSAGE_ID_KEY, REQUEST_HASH_KEY, refusing
+from gateway.wire import MESSAGE_ID_KEY, REQUEST_HASH_KEY, refusing, status_code_of
 from serai.errors import ErrorCode, Origin
 
 __all__ = ["ProviderSide"]
@@ -66,12 +67,21 @@ class ProviderSide:
     async def exchange(self, raw: bytes, context: _Context) -> bytes:
         """One exchange: the serialized ExchangeRequest in, ExchangeResponse out."""
         exchange: list[tuple[str, str | bytes]] = []
-        async with refusing(context, side="provider", exchange=exchange):
-            return await self._exchange(raw, context, exchange)
+        observer = self._parts.observer
+        observation = observer.begin("provider")
+        try:
+            async with refusing(context, side="provider", exchange=exchange, outcome=observation):
+                return await self._exchange(raw, context, exchange, observation)
+        finally:
+            observer.finish(observation)
         raise AssertionError("unreachable: refusing() aborts")  # pragma: no cover
 
     async def _exchange(
-        self, raw: bytes, context: _Context, exchange: list[tuple[str, str | bytes]]
+        self,
+        raw: bytes,
+        context: _Context,
+        exchange: list[tuple[str, str | bytes]],
+        observation: ExchangeObservation,
     ) -> bytes:
         started = time.monotonic()
         parts, settings = self._parts, self._settings
@@ -93,6 +103,7 @@ class ProviderSide:
                 code=ErrorCode.MESSAGE_TOO_LARGE,
                 origin=Origin.CLIENT,
             )
+        verifying = time.perf_counter()
         verified = verify_request(
             request.signed_header,
             chain=request.certificate_chain,
@@ -104,7 +115,12 @@ class ProviderSide:
             max_skew_s=settings.max_skew_s,
             cache=parts.verification_cache,
         )
+        observation.add("verification", verifying)
         header = verified.header
+        observation.client = header.client
+        observation.service = header.service.subsystem
+        observation.method = header.service.method_path
+        observation.message_id = header.message_id
         exchange.append((MESSAGE_ID_KEY, header.message_id))
         exchange.append((REQUEST_HASH_KEY, verified.header_sha256.hex()))
         if header.client not in peer.subsystems:
@@ -136,9 +152,18 @@ class ProviderSide:
         )
         budget = _budget_s(context, request.timeout_s, settings.default_deadline_s)
         remaining = budget - (time.monotonic() - started)
-        body, code, message, details = await self._call_provider(
-            provider.address, verified, request.body, remaining
-        )
+        calling = time.perf_counter()
+        try:
+            body, code, message, details = await self._call_provider(
+                provider.address, verified, request.body, remaining
+            )
+        finally:
+            observation.add("provider", calling)
+        if code != 0:
+            observation.status = status_code_of(code).name
+            observation.code = CODE_PROVIDER_STATUS
+            observation.origin = "provider"
+        signing = time.perf_counter()
         signed = parts.signer.sign(
             response_header_for(
                 message_id=header.message_id,
@@ -150,6 +175,7 @@ class ProviderSide:
                 status_details=details,
             )
         )
+        observation.add("signing", signing)
         response_index = await parts.log.commit_response(
             LogRecord(
                 kind=RecordKind.RESPONSE_SENT,

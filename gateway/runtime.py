@@ -16,7 +16,8 @@ files and TOML; nothing here does) and serves:
   connections already open are not re-checked),
   serving ``serai.transport.v1.Transport/Exchange``
   (:class:`gateway.provider.ProviderSide`; ``ExchangeStream`` is UNIMPLEMENTED);
-- ``grpc.health.v1.Health`` on both.
+- ``grpc.health.v1.Health`` on both: SERVING once bound, NOT_SERVING while the gateway
+  is not ready (:meth:`GatewayRuntime.set_serving`, driven by ``serai gateway serve``).
 
 Known limits: a peer connection established before its CA was withdrawn stays open
 until it closes (only new handshakes see the new roots; see :mod:`gateway.tlsconf`);
@@ -42,6 +43,7 @@ from grpc_health.v1._async import HealthServicer as AioHealthServicer  # health.
 
 from certs.ocsp_client import OCSPClient
 from gateway._messages import TRANSPORT_SERVICE
+from gateway._observe import ExchangeObserver
 from gateway._settings import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -60,6 +62,7 @@ from gateway.provider import ProviderSide
 from gateway.replay import ReplayGuard
 from gateway.signing import HeaderSigner
 from gateway.tlsconf import PeerServerCredentials, certificates_pem, is_server_credentials
+from serai.cliutil import log_event
 from serai.identifiers import GatewayId
 
 __all__ = [
@@ -103,6 +106,8 @@ class StapledOCSP:
         self._url = url
         self.refresh_interval_s = refresh_interval_s
         self._der = b""
+        #: The thisUpdate of the response held (``None`` before the first).
+        self.this_update: dt.datetime | None = None
 
     def __call__(self) -> bytes:
         return self._der
@@ -112,6 +117,7 @@ class StapledOCSP:
         result = await self._client.status(self._certificate, self._issuer, url=self._url)
         result.require_good()
         self._der = result.der
+        self.this_update = result.this_update
 
 
 class GatewayRuntime:
@@ -132,6 +138,7 @@ class GatewayRuntime:
         ocsp: StapledOCSP | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         admission: Callable[[], None] | None = None,
+        observer: ExchangeObserver | None = None,
     ) -> None:
         self._auth_key_pem = auth_key_pem
         self._auth_chain_pem = auth_chain_pem
@@ -151,6 +158,8 @@ class GatewayRuntime:
             parts = dataclasses.replace(parts, clock=clock)
         if admission is not None:
             parts = dataclasses.replace(parts, admission=admission)
+        if observer is not None:
+            parts = dataclasses.replace(parts, observer=observer)
         self._parts = parts
         self._is_server: grpc.aio.Server | None = None
         self._peer_server: grpc.aio.Server | None = None
@@ -158,6 +167,8 @@ class GatewayRuntime:
         self._peers: PeerPool | None = None
         self._providers = ChannelPool(max_message_bytes=settings.max_message_bytes)
         self._ocsp_task: asyncio.Task[None] | None = None
+        self._health: list[AioHealthServicer] = []
+        self._serving = True
         self._is_port = 0
         self._peer_port = 0
 
@@ -200,7 +211,7 @@ class GatewayRuntime:
         )
 
         is_server = grpc.aio.server(options=options)
-        await _add_health(is_server)
+        self._health.append(await _add_health(is_server))
         is_server.add_generic_rpc_handlers((_ForwardAny(consumer.handle),))
         if settings.is_client_ca_pem is None:
             self._is_port = is_server.add_insecure_port(settings.is_listen)
@@ -215,7 +226,7 @@ class GatewayRuntime:
             )
 
         peer_server = grpc.aio.server(options=options)
-        await _add_health(peer_server)
+        self._health.append(await _add_health(peer_server))
         peer_server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
@@ -247,6 +258,20 @@ class GatewayRuntime:
             self._peer_port,
         )
 
+    async def set_serving(self, serving: bool) -> None:
+        """Report SERVING or NOT_SERVING on the IS and peer ports' health services (the
+        gateway's readiness, as ``/readyz`` sees it); cheap when nothing changes."""
+        if serving == self._serving:
+            return
+        self._serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for servicer in self._health:
+            await servicer.set("", status)
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls, let running ones finish within ``grace`` seconds."""
         grace_s = self._settings.stop_grace_s if grace is None else grace
@@ -271,8 +296,14 @@ class GatewayRuntime:
             await asyncio.sleep(ocsp.refresh_interval_s)
             try:
                 await ocsp.refresh()
-            except Exception:  # noqa: BLE001  (keep the last good response; retry later)
-                _LOG.warning("OCSP refresh for the signing certificate failed", exc_info=True)
+            except Exception as exc:  # noqa: BLE001  (keep the last good response; retry later)
+                _LOG.debug("OCSP refresh failed", exc_info=True)
+                log_event(
+                    "ocsp_refresh_failed",
+                    certificate="signing",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=ocsp.refresh_interval_s,
+                )
 
 
 _Handler = Callable[[str, bytes, Any], Awaitable[bytes]]
@@ -300,8 +331,9 @@ class _ForwardAny(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # not subs
         )
 
 
-async def _add_health(server: grpc.aio.Server) -> None:
+async def _add_health(server: grpc.aio.Server) -> AioHealthServicer:
     servicer = AioHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    # SERVING once bound: readiness beyond that (log, timestamps) is /readyz's business.
+    # SERVING once bound; serve.py turns it NOT_SERVING while the gateway is not ready.
     await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return servicer

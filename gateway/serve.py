@@ -17,7 +17,14 @@
    responder that is down at start is retried;
 5. the admin API (JWT bearer tokens).
 
-Then ``gateway_listening`` is logged with the three addresses, and SIGINT or SIGTERM
+The operations HTTP port (``metrics_listen``: ``/metrics``, ``/healthz``, ``/readyz``;
+:mod:`serai.httpops`) opens right after the configuration client, so that ``/readyz``
+says why the gateway is not ready while it waits; :mod:`gateway._health` then keeps the
+gRPC health status of the IS and peer ports in step with readiness and logs the
+significant events (ready / not ready, time-stamping failing / recovered, certificates
+about to expire).
+
+Then ``gateway_listening`` is logged with the four addresses, and SIGINT or SIGTERM
 stops everything gracefully (``gateway_stopped``). Every event is a JSON line on
 stderr.
 
@@ -30,9 +37,13 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
+
+from cryptography.x509 import load_pem_x509_certificate
+from prometheus_client import CollectorRegistry
 
 from certs.ocsp_client import OCSPClient
 from gateway._assembly import (
@@ -44,12 +55,14 @@ from gateway._assembly import (
     run_in_background,
     settings_from_config,
 )
+from gateway._health import Readiness, watch_readiness
 from gateway._logsetup import GatewayLog, open_gateway_log
 from gateway._settings import GatewaySettings
 from gateway.admin import AdminServer, RuntimeStatus
 from gateway.cli import open_acl_store, token_verifier
 from gateway.commit import ExchangeLog
 from gateway.config import GatewayConfig, load_config
+from gateway.metrics import CertificateInUse, GatewayMetrics, GatewayState, add_state_gauges
 from gateway.replay import ReplayGuard
 from gateway.runtime import GatewayRuntime, StapledOCSP
 from gateway.signing import HeaderSigner
@@ -57,6 +70,8 @@ from registry.client import GlobalConfigurationClient
 from registry.snapshot import ConfigurationSnapshot
 from serai.cliutil import format_address, log_event, termination_event
 from serai.errors import ErrorCode, SeraiError
+from serai.httpops import OpsServer
+from serai.metrics import StateGauges
 from serai.tlspolicy import tls12_accepted
 from serai.treehead import TreeHeadSigner
 
@@ -114,6 +129,11 @@ async def _serve(
     )
     await globalconf.start()
     stack.push_async_callback(globalconf.stop)
+    registry = CollectorRegistry()
+    readiness = Readiness(globalconf=globalconf, max_ocsp_age_s=settings.max_ocsp_age_s)
+    ops = OpsServer(registry=registry, readiness=readiness.reasons, listen=config.metrics_listen)
+    await ops.start()
+    stack.push_async_callback(ops.stop)
     logged: set[str] = set()
     snapshot = await _until(
         stop, lambda: _valid_configuration(globalconf, logged), _GLOBALCONF_WAIT_S
@@ -130,12 +150,21 @@ async def _serve(
     policy = FollowedPolicy(store=store, initial=initial, executor=executor)
     run_in_background(stack, policy.run(), "acl-policy")
 
+    metrics = GatewayMetrics(
+        registry=registry,
+        settings=settings,
+        configuration=globalconf,
+        policies=policy,
+        exchange_log_lines=config.exchange_log_lines,
+    )
     gateway_log = await open_gateway_log(
         config=config,
         signer=TreeHeadSigner(key=files.log_signing_key, certificate_chain=files.log_signing_chain),
         globalconf=globalconf,
         stack=stack,
+        commit_observer=lambda kind, seconds, ok: metrics.observe_commit(kind, seconds, ok=ok),
     )
+    readiness.gateway_log = gateway_log
     log = gateway_log.exchange_log
     ocsp_client = OCSPClient()
     stack.push_async_callback(ocsp_client.aclose)
@@ -150,11 +179,35 @@ async def _serve(
         settings=settings,
         ocsp_client=ocsp_client,
         stop=stop,
+        metrics=metrics,
+        readiness=readiness,
     )
     if runtime is None:
         return False
     stack.push_async_callback(runtime.stop)
     await _require_tls13(config, runtime)
+    readiness.runtime = runtime
+    certificates = (
+        CertificateInUse("auth", load_pem_x509_certificate(files.auth_chain_pem)),
+        CertificateInUse("signing", files.signing_chain[0]),
+        CertificateInUse("log_signing", files.log_signing_chain[0]),
+    )
+    readiness.certificates = {c.role: c.certificate.not_valid_after_utc for c in certificates}
+    add_state_gauges(
+        StateGauges(registry),
+        GatewayState(
+            globalconf_status=globalconf.status,
+            log_records=lambda: gateway_log.store.size,
+            scheduler=gateway_log.scheduler,
+            overdue_after_s=config.timestamping_overdue_s,
+            certificates=certificates,
+            ocsp_this_update=readiness.ocsp_this_update,
+            acl_generation=lambda: policy.policy().generation,
+            ready=lambda: not readiness.reasons(),
+            clock=_utc_now,
+        ),
+    )
+    run_in_background(stack, watch_readiness(readiness), "readiness")
 
     admin = AdminServer(
         gateway_id=config.gateway_id,
@@ -181,6 +234,7 @@ async def _serve(
             "is": format_address(is_host, runtime.is_port),
             "peer": format_address(peer_host, runtime.peer_port),
             "admin": format_address(admin_host, admin.port),
+            "metrics": format_address(config.metrics_listen[0], ops.port),
         },
         globalconf_serial=snapshot.serial,
         acl_generation=initial.generation,
@@ -200,6 +254,8 @@ async def _start_runtime(
     settings: GatewaySettings,
     ocsp_client: OCSPClient,
     stop: asyncio.Event,
+    metrics: GatewayMetrics,
+    readiness: Readiness,
 ) -> GatewayRuntime | None:
     """Start the runtime, retrying while its first OCSP response cannot be had."""
     leaf, issuer = files.signing_chain[0], files.signing_chain[1]
@@ -209,6 +265,7 @@ async def _start_runtime(
         issuer=issuer,
         url=ocsp_url_for(leaf, issuer, snapshot),
     )
+    readiness.stapled = stapled
     signer = HeaderSigner(
         key=files.signing_key, certificate_chain=files.signing_chain, ocsp_response=stapled
     )
@@ -227,6 +284,7 @@ async def _start_runtime(
             settings=settings,
             ocsp=stapled,
             admission=admission,
+            observer=metrics,
         )
         try:
             await runtime.start()
@@ -293,6 +351,10 @@ async def _until(
     return None
 
 
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 def _status(globalconf: GlobalConfigurationClient, log: GatewayLog) -> RuntimeStatus:
     status = globalconf.status()
     reasons = (("no valid global configuration",) if status.expired else ()) + (
@@ -303,6 +365,7 @@ def _status(globalconf: GlobalConfigurationClient, log: GatewayLog) -> RuntimeSt
         globalconf_generated_at=status.generated_at,
         globalconf_expires_at=status.expires_at,
         log_size=log.store.size,
+        timestamp_failures=log.scheduler.failures_total,
         ready=not reasons,
         not_ready_reasons=reasons,
     )

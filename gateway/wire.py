@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import grpc
 
+from gateway._observe import ExchangeObservation
 from serai.errors import ERROR_METADATA_KEY, ErrorCode, Origin, SeraiError
 from serai.rpcerrors import error_trailer as trailer_for
 
@@ -65,25 +66,35 @@ async def refusing(
     *,
     side: str,
     exchange: list[tuple[str, str | bytes]] | None = None,
+    outcome: ExchangeObservation | None = None,
 ) -> AsyncIterator[None]:
     """Run a handler body; turn what it raises into a status (module docstring).
 
     ``exchange`` is a list the handler fills with exchange metadata as it learns it
-    (message id, request hash); it is added to every refusal's trailers.
+    (message id, request hash); it is added to every refusal's trailers. ``outcome``,
+    when given, is told how the exchange ended (for metrics and the exchange log line).
     """
     try:
         yield
     except SeraiError as exc:
         trailers = (*(exchange or ()), *trailer_for(exc))
         _LOG.info("%s refused: %s", side, exc)
+        if outcome is not None:
+            outcome.refused(code=exc.code.value, origin=exc.origin.value, status=exc.status)
         await context.abort(exc.status, _ascii(exc.message), trailers)
     except PassThrough as exc:
+        if outcome is not None:
+            outcome.relayed(status=exc.code, trailer=error_trailer(exc.metadata))
         await context.abort(exc.code, exc.details, (*(exchange or ()), *exc.metadata))
     except grpc.aio.AbortError:
         raise
     except Exception:  # noqa: BLE001  (the last line of defence: log, answer INTERNAL)
         _LOG.exception("%s: unexpected error", side)
         error = SeraiError("internal error", code=ErrorCode.INTERNAL, origin=Origin.GATEWAY)
+        if outcome is not None:
+            outcome.refused(
+                code=error.code.value, origin=error.origin.value, status=grpc.StatusCode.INTERNAL
+            )
         trailers = (*(exchange or ()), *trailer_for(error))
         await context.abort(grpc.StatusCode.INTERNAL, "internal error", trailers)
 

@@ -51,6 +51,7 @@ from registry.config import (
     CURRENT_PATH,
     DEFAULT_GRPC_LISTEN,
     DEFAULT_HTTP_LISTEN,
+    DEFAULT_METRICS_LISTEN,
     RegistryConfig,
     load_config,
     render_config,
@@ -71,6 +72,7 @@ from serai.cliutil import (
     termination_event,
 )
 from serai.errors import ConfigError, SeraiError
+from serai.httpops import metrics_listen_for
 from serai.identifiers import parse_instance
 from serai.rpcerrors import error_from_rpc
 from serai.tokens import DEFAULT_LIFETIME_S, TokenVerifier
@@ -121,6 +123,12 @@ def _register_host_commands(sub: Any) -> None:
         metavar="HOST:PORT",
         help="address publishing the global configuration (default: %(default)s)",
     )
+    init.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help=f"metrics and health HTTP port (default: {DEFAULT_METRICS_LISTEN} when the other "
+        "ports are their defaults, else any free loopback port, printed when serving)",
+    )
     init.add_argument("--ca-name", default="dev-ca", help="name of the approved CA")
     init.add_argument("--tsa-name", default="dev-tsa", help="name of the approved TSA")
     init.set_defaults(handler=_cmd_init)
@@ -151,6 +159,11 @@ def _cmd_init(args: argparse.Namespace) -> int:
     instance = parse_instance(args.instance)
     grpc_listen = format_address(*parse_listen(args.grpc_listen))
     http_listen = format_address(*parse_listen(args.http_listen))
+    metrics_listen = metrics_listen_for(
+        args.metrics_listen,
+        default=DEFAULT_METRICS_LISTEN,
+        others_default=grpc_listen == DEFAULT_GRPC_LISTEN and http_listen == DEFAULT_HTTP_LISTEN,
+    )
     directory: Path = args.dir
     config_path = directory / CONFIG_FILE_NAME
     if config_path.exists():
@@ -189,6 +202,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             database_url=args.database_url,
             grpc_listen=grpc_listen,
             http_listen=http_listen,
+            metrics_listen=metrics_listen,
         ),
         encoding="utf-8",
     )
@@ -272,6 +286,7 @@ async def _serve(
                 grpc_listen=config.grpc_listen,
                 http_listen=config.http_listen,
                 regeneration_interval_s=config.regeneration_interval_s,
+                metrics_listen=config.metrics_listen,
             )
             with termination_event() as stop:
                 await server.start()
@@ -283,6 +298,7 @@ async def _serve(
                         instance=config.instance,
                         grpc=grpc_address,
                         http=http_address,
+                        metrics=format_address(config.metrics_listen[0], server.metrics_port),
                         download_url=config.public_url or f"http://{http_address}/{CURRENT_PATH}",
                     )
                     await stop.wait()

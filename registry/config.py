@@ -6,6 +6,7 @@ directory holding the file)::
     instance = "UZ"
     grpc_listen = "127.0.0.1:4400"        # management API (gRPC)
     http_listen = "127.0.0.1:4401"        # publication of the global configuration
+    metrics_listen = "127.0.0.1:9400"     # /metrics, /healthz, /readyz (HTTP, no auth)
     database = "registry.db"              # SQLite file; or instead:
     # database_url = "postgresql://user@host/db"
     publish_dir = "publish"
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_GRPC_LISTEN",
     "DEFAULT_HISTORY_KEEP",
     "DEFAULT_HTTP_LISTEN",
+    "DEFAULT_METRICS_LISTEN",
     "DEFAULT_REGENERATION_INTERVAL_S",
     "DEFAULT_VALIDITY_S",
     "RegistryConfig",
@@ -53,6 +55,8 @@ __all__ = [
 CONFIG_FILE_NAME: Final = "registry.toml"
 DEFAULT_GRPC_LISTEN: Final = "127.0.0.1:4400"
 DEFAULT_HTTP_LISTEN: Final = "127.0.0.1:4401"
+#: The operations HTTP port: Prometheus metrics and the health endpoints (loopback).
+DEFAULT_METRICS_LISTEN: Final = "127.0.0.1:9400"
 #: Seconds a published configuration is valid after generation (X-Road's 10 minutes).
 DEFAULT_VALIDITY_S: Final = 600
 #: Seconds between regenerations when nothing changes.
@@ -67,6 +71,7 @@ _KNOWN_KEYS: Final = frozenset(
         "instance",
         "grpc_listen",
         "http_listen",
+        "metrics_listen",
         "database",
         "database_url",
         "publish_dir",
@@ -111,6 +116,8 @@ class RegistryConfig:
     configuration_validity_s: int
     regeneration_interval_s: float
     history_keep: int
+    #: The operations HTTP port (``/metrics``, ``/healthz``, ``/readyz``).
+    metrics_listen: tuple[str, int] = ("127.0.0.1", 9400)
 
     @property
     def download_url(self) -> str:
@@ -135,6 +142,7 @@ def render_config(
     database_url: str | None = None,
     grpc_listen: str = DEFAULT_GRPC_LISTEN,
     http_listen: str = DEFAULT_HTTP_LISTEN,
+    metrics_listen: str = DEFAULT_METRICS_LISTEN,
 ) -> str:
     """The text of a new ``registry.toml`` (paths as given, relative to its directory)."""
     lines = [
@@ -142,6 +150,7 @@ def render_config(
         f"instance = {toml_string(instance)}",
         f"grpc_listen = {toml_string(grpc_listen)}",
         f"http_listen = {toml_string(http_listen)}",
+        f"metrics_listen = {toml_string(metrics_listen)}",
     ]
     if database_url:
         lines.append(f"database_url = {toml_string(database_url)}")
@@ -206,6 +215,7 @@ class _Reader(TomlReader):
                 "regeneration_interval_s", DEFAULT_REGENERATION_INTERVAL_S
             ),
             history_keep=self.integer("history_keep", DEFAULT_HISTORY_KEEP),
+            metrics_listen=self.listen("metrics_listen", DEFAULT_METRICS_LISTEN),
         )
 
     def listen(self, key: str, default: str) -> tuple[str, int]:

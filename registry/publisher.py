@@ -90,6 +90,10 @@ class PublishedConfiguration:
     envelope: bytes
     #: Its entry in the configuration log, once appended (``None`` from ``generate``).
     bundle: ProofBundle | None = None
+    #: How many members, subsystems and gateways it lists (for metrics).
+    members: int = 0
+    subsystems: int = 0
+    gateways: int = 0
 
 
 class Publisher:
@@ -148,6 +152,9 @@ class Publisher:
             expires_at=conf.expires_at,
             configuration_sha256=hashlib.sha256(data).digest(),
             envelope=envelope,
+            members=len(federation.members),
+            subsystems=len(federation.subsystems),
+            gateways=len(federation.gateways),
         )
 
     def publish(self) -> PublishedConfiguration:
@@ -197,6 +204,10 @@ class PublicationLoop:
         on_published: Callable[[PublishedConfiguration], None] | None = None,
     ) -> None:
         self.publisher = publisher
+        #: Publications made and failed since start (for metrics and readiness).
+        self.publications = 0
+        #: Whether the last attempt failed.
+        self.last_failed = False
         self._executor = executor
         self.interval_s = interval_s
         self._on_published = on_published
@@ -242,6 +253,7 @@ class PublicationLoop:
                 published = await loop.run_in_executor(self._executor, self.publisher.publish)
             except Exception as exc:  # noqa: BLE001  (logged and retried, never fatal)
                 self.failures += 1
+                self.last_failed = True
                 log_event(
                     "globalconf_publish_failed",
                     error=f"{type(exc).__name__}: {exc}",
@@ -250,6 +262,8 @@ class PublicationLoop:
                 await asyncio.sleep(min(_RETRY_S, self.interval_s))
                 self._dirty.set()
                 continue
+            self.publications += 1
+            self.last_failed = False
             if self._on_published is not None:
                 self._on_published(published)
             async with self._published:

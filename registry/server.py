@@ -41,15 +41,18 @@ from cryptography import x509
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import CollectorRegistry
 
 from registry.codec import ca_from_proto, ca_to_proto, tsa_from_proto, tsa_to_proto
 from registry.conflog import encode_consistency
 from registry.errors import ConfigurationError, RegistryError
+from registry.metrics import ApiCallCounter, readiness_reasons, registry_metrics
 from registry.model import Gateway, GlobalGroup, Member
 from registry.publisher import PublicationLoop, PublishedConfiguration, Publisher, create_http_app
 from registry.store import AuditEntry, Change, RegistryStore
 from serai.cliutil import format_address, log_event
 from serai.errors import ErrorCode, SeraiError
+from serai.httpops import OpsServer
 from serai.identifiers import (
     GatewayId,
     GlobalGroupId,
@@ -507,6 +510,7 @@ class RegistryServer:
         grpc_listen: tuple[str, int],
         http_listen: tuple[str, int],
         regeneration_interval_s: float,
+        metrics_listen: tuple[str, int] | None = None,
     ) -> None:
         self.publication = PublicationLoop(
             publisher,
@@ -530,6 +534,21 @@ class RegistryServer:
         self._http: web.AppRunner | None = None
         self.grpc_port = 0
         self.http_port = 0
+        #: The process's metrics (never the library's global registry).
+        self.metrics = CollectorRegistry()
+        registry_metrics(self.metrics, self.publication)
+        self._api_calls = ApiCallCounter(self.metrics, methods=_known_methods())
+        self._ops = (
+            None
+            if metrics_listen is None
+            else OpsServer(
+                registry=self.metrics,
+                readiness=lambda: readiness_reasons(self.publication),
+                listen=metrics_listen,
+            )
+        )
+        #: The bound metrics port (0 without one).
+        self.metrics_port = 0
 
     async def start(self) -> None:
         """Bind both ports, publish a first configuration, and start serving."""
@@ -539,6 +558,7 @@ class RegistryServer:
                 self.service, srv
             ),
             max_receive_bytes=_MAX_MESSAGE_BYTES,
+            interceptors=(self._api_calls,),
         )
         host, port = self._grpc_listen
         self.grpc_port = server.add_insecure_port(format_address(host, port))
@@ -552,6 +572,9 @@ class RegistryServer:
         await site.start()
         self._http = runner
         self.http_port = _bound_port(runner, self._http_listen[1])
+        if self._ops is not None:
+            await self._ops.start()
+            self.metrics_port = self._ops.port
         await server.start()
         self.publication.start()
         await mark_serving(health_servicer, SERVICE_NAME)
@@ -579,6 +602,8 @@ class RegistryServer:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
+        if self._ops is not None:
+            await self._ops.stop()
 
 
 def _parsed(parse: Callable[[str], _T], text: str, field: str) -> _T:
@@ -632,6 +657,16 @@ def _bound_port(runner: web.AppRunner, requested: int) -> int:
         for sock in sockets:
             return int(sock.getsockname()[1])
     return requested
+
+
+def _known_methods() -> frozenset[str]:
+    """The method paths of the management port: its service, health and reflection."""
+    paths = {
+        f"/{SERVICE_NAME}/{m.name}"
+        for m in pb.DESCRIPTOR.services_by_name["RegistryManagement"].methods
+    }
+    paths |= {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"}
+    return frozenset(paths)
 
 
 def _log_publication(published: PublishedConfiguration) -> None:

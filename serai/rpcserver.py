@@ -4,7 +4,7 @@ so both ports behave alike for operators and tools such as ``grpcurl``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import _async as health_aio  # health.aio, importable for mypy
@@ -19,14 +19,17 @@ def management_server(
     service_name: str,
     add_servicer: Callable[[grpc.aio.Server], None],
     max_receive_bytes: int,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer]:
     """A new (not yet bound) server with the service ``add_servicer`` adds, health and
-    reflection; mark it serving with :func:`mark_serving` once it has started."""
+    reflection; mark it serving with :func:`mark_serving` once it has started.
+    ``interceptors`` see every call (the registry counts its API calls with one)."""
     server = grpc.aio.server(
+        interceptors=tuple(interceptors),
         options=[
             ("grpc.max_receive_message_length", max_receive_bytes),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     add_servicer(server)
     health_servicer = health_aio.HealthServicer()

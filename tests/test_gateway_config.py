@@ -376,6 +376,7 @@ def test_public_surface() -> None:
         "DEFAULT_IS_LISTEN",
         "DEFAULT_MAX_MESSAGE_BYTES",
         "DEFAULT_MAX_SKEW_S",
+        "DEFAULT_METRICS_LISTEN",
         "DEFAULT_PEER_LISTEN",
         "DEFAULT_REPLAY_WINDOW_S",
         "DEFAULT_TIMEOUT_S",

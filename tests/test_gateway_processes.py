@@ -9,6 +9,8 @@ grpcio client plays the consumer IS. No timing is asserted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -36,6 +38,7 @@ from serai.localprocs import (
     wait_until_published,
 )
 from serai.localprocs import serai_command as serai
+from tests.opscheck import fetch, promtool_check, sample, scrape
 
 ECHO = [sys.executable, str(Path(__file__).parent.parent / "tools" / "echo_provider.py")]
 PROPERTY = "UZ/GOV/MINJUST/property"
@@ -211,6 +214,7 @@ def test_two_gateway_processes_exchange(processes: list[Process], tmp_path: Path
     # Both logs time-stamp a tree head covering the exchanges (interval 1 s by default).
     consumer.wait_for("log_tree_head_timestamped")
     provider.wait_for("log_tree_head_timestamped")
+    _check_operations(consumer, provider, consumer_at, provider_at, listening, tmp_path)
 
     for process, stopped in (
         (consumer, "gateway_stopped"),
@@ -237,6 +241,59 @@ def test_two_gateway_processes_exchange(processes: list[Process], tmp_path: Path
     assert provider_kinds.count(RecordKind.ADMIN_CHANGE) == 2
     assert provider_kinds.count(RecordKind.REQUEST_RECEIVED) == 2
     assert provider_kinds.count(RecordKind.RESPONSE_SENT) == 2
+
+
+def _check_operations(
+    consumer: Process,
+    provider: Process,
+    consumer_at: dict[str, object],
+    provider_at: dict[str, object],
+    registry_at: dict[str, object],
+    tmp_path: Path,
+) -> None:
+    """Metrics, health and exchange log lines of the live processes (docs/operations.md)."""
+    consumer_text = scrape(str(consumer_at["metrics"]))
+    provider_text = scrape(str(provider_at["metrics"]))
+    registry_text = scrape(str(registry_at["metrics"]))
+    for address in (consumer_at["metrics"], provider_at["metrics"], registry_at["metrics"]):
+        assert fetch(str(address), "/readyz") == (200, "ready\n")
+    # Outcomes by code; the consumer side names no method (no descriptor published),
+    # the provider side names the method its access rule grants, and "other" for the
+    # whole-service grant (any method name would do there).
+    ok = {"side": "consumer", "client": PROPERTY, "service": REGISTRY, "code": "ok"}
+    assert sample(consumer_text, "serai_gateway_exchanges_total", **ok, method="other") == 1
+    denied = {"code": "access_denied", "status": "PERMISSION_DENIED"}
+    assert sample(consumer_text, "serai_gateway_exchanges_total", **denied) == 1
+    assert sample(provider_text, "serai_gateway_refusals_total", code="access_denied") == 1
+    assert sample(provider_text, "serai_gateway_exchanges_total", method=GET_PARCEL, code="ok") == 1
+    assert sample(provider_text, "serai_gateway_exchanges_total", code="provider_status") == 1
+    assert sample(consumer_text, "serai_gateway_ready") == 1
+    assert (sample(consumer_text, "serai_gateway_globalconf_serial") or 0) >= 1
+    for role in ("auth", "signing", "log_signing"):
+        left = sample(provider_text, "serai_gateway_certificate_expiry_seconds", role=role)
+        assert left is not None
+        assert left > 30 * 86400
+    assert sample(provider_text, "serai_gateway_ocsp_response_age_seconds", role="signing")
+    assert (sample(provider_text, "serai_gateway_log_records") or 0) >= 6
+    assert (sample(registry_text, "serai_registry_gateways") or 0) == 2
+    assert (sample(registry_text, "serai_registry_api_calls_total", code="OK") or 0) > 0
+    for text in (consumer_text, provider_text, registry_text):
+        promtool_check(text, tmp_path)
+    # One JSON line per exchange, with the message id and never the body.
+    lines = [event for event in _events(consumer) if event.get("event") == "exchange"]
+    assert len(lines) == 3
+    assert {line["code"] for line in lines} == {"ok", "access_denied", "provider_status"}
+    assert all(line["message_id"] and "body" not in line for line in lines)
+
+
+def _events(process: Process) -> list[dict[str, object]]:
+    events = []
+    for line in process.lines:
+        with contextlib.suppress(json.JSONDecodeError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    return events
 
 
 async def _logged(path: Path, gateway_id: str) -> list[RecordKind]:

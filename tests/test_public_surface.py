@@ -74,6 +74,18 @@ SURFACE: dict[str, set[str]] = {
     "serai.tomlconf": {"TomlReader", "parse_toml", "read_config_text", "toml_string"},
     "serai.tlspolicy": {"CIPHER_SUITES_VARIABLE", "TLS12_CIPHER_SUITES", "apply", "tls12_accepted"},
     "serai.rpcserver": {"management_server", "mark_serving"},
+    "serai.httpops": {"OpsServer", "metrics_listen_for"},
+    "serai.metrics": {
+        "LATENCY_BUCKETS_S",
+        "OTHER",
+        "GaugeReading",
+        "StateGauges",
+        "bounded",
+        "seconds_since",
+        "seconds_until",
+    },
+    "gateway.metrics": {"CertificateInUse", "GatewayMetrics", "GatewayState", "add_state_gauges"},
+    "registry.metrics": {"ApiCallCounter", "readiness_reasons", "registry_metrics"},
     "serai.localprocs": {
         "SERAI",
         "Process",

@@ -363,6 +363,7 @@ def test_config_public_surface() -> None:
         "DEFAULT_GRPC_LISTEN",
         "DEFAULT_HISTORY_KEEP",
         "DEFAULT_HTTP_LISTEN",
+        "DEFAULT_METRICS_LISTEN",
         "DEFAULT_REGENERATION_INTERVAL_S",
         "DEFAULT_VALIDITY_S",
         "RegistryConfig",

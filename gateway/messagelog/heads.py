@@ -147,6 +147,7 @@ class TreeHeadScheduler:
         self._head_during_attempt: dt.datetime | None = None
         self._last_timestamped_at: dt.datetime | None = None
         self._consecutive_failures = 0
+        self._failures_total = 0
         self._last_error: SeraiError | None = None
         if last_head is not None:
             if last_head.timestamp_token is not None:
@@ -242,6 +243,11 @@ class TreeHeadScheduler:
         return self._consecutive_failures
 
     @property
+    def failures_total(self) -> int:
+        """Time-stamp attempts failed since this scheduler was made (for metrics)."""
+        return self._failures_total
+
+    @property
     def last_error(self) -> SeraiError | None:
         """The most recent failure (head or time-stamp), kept until the next success."""
         return self._last_error
@@ -306,6 +312,7 @@ class TreeHeadScheduler:
             await self._persist_timestamp(sth, token.token_der)
         except SeraiError as exc:
             self._consecutive_failures += 1
+            self._failures_total += 1
             self._last_error = exc
             _LOG.warning(
                 "time-stamping tree head %d of %s failed (%d in a row): %s",
