@@ -159,11 +159,16 @@ class _EchoHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # not sub
 
 
 class StaticPolicy:
-    """A fixed policy; set ``failure`` to make :meth:`policy` raise it (a broken store)."""
+    """A fixed policy; set ``failure`` to make :meth:`policy` raise it (a broken store),
+    or :meth:`replace` it (an operator's ``serai acl`` change)."""
 
     def __init__(self, policy: AccessPolicy) -> None:
         self._policy = policy
         self.failure: Exception | None = None
+
+    def replace(self, policy: AccessPolicy) -> None:
+        """Put ``policy`` in force for the next calls."""
+        self._policy = policy
 
     def policy(self) -> AccessPolicy:
         if self.failure is not None:

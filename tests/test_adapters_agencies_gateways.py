@@ -134,7 +134,7 @@ async def test_real_gateway_refusals_become_check_unavailable(bus: Bus) -> None:
     assert decision.refusals[0].detail.startswith("the tax agency could not be asked")
     assert "unknown_service" in decision.refusals[0].detail
     # Revoke the cadastre's access right: its gateway refuses with access_denied.
-    bus.fed.provider_policy._policy = AccessPolicy([])
+    bus.fed.provider_policy.replace(AccessPolicy([]))
     denied = await decide(clean_application("case-4"), bus.agencies, Inquiry())
     details = " ".join(r.detail for r in denied.refusals)
     assert "access_denied" in details
