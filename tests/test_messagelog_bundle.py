@@ -251,7 +251,7 @@ def damaged_case(bundle: Path, source: Source, data: st.DataObject) -> None:
 
 
 _FEW = settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 

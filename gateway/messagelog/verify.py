@@ -18,8 +18,8 @@ What each check establishes (``check`` names, as reported):
     approved by a configuration in force at the head's time (the time-stamp's genTime,
     or, for a head without one, the head's own claim); its RFC 3161 token verifies over
     the SHA-256 of the JWS bytes and is signed by a TSA approved, together with the root
-    it chains to, by a configuration in force at genTime; the token is DER and every
-    certificate it embeds (outside the TSA's signature) is one the configurations list,
+    it chains to, by a configuration in force at genTime; what the TSA's signature does
+    not cover is DER and every certificate it embeds is one the configurations list,
     so no byte of it can change unnoticed; the head does not claim a time later than its
     time-stamp (beyond ``max_skew_s``).
 ``consistency``
@@ -529,15 +529,19 @@ class EvidenceVerifier:
 
 
 def _check_token_encoding(token: bytes, listed: set[bytes]) -> None:
-    """What :func:`certs.timestamp.verify_token` leaves unbound, bound: the token is DER
-    (one encoding), carries no CRLs, and every certificate it embeds is one the
-    configurations list, byte for byte. The embedded certificates are outside the TSA's
-    signature, so without this a changed byte there would go unnoticed."""
+    """What :func:`certs.timestamp.verify_token` leaves unbound, bound: the parts of the
+    token outside the TSA's signature are DER (one encoding), it carries no CRLs, and
+    every certificate it embeds is one the configurations list, byte for byte. Without
+    this a changed byte in an embedded certificate would go unnoticed."""
     try:
-        info = cms.ContentInfo.load(token)
-        if info.dump(force=True) != token:
-            _fail("head_timestamp", "the token is not DER-encoded as received")
+        info = cms.ContentInfo.load(token, strict=True)
         signed = info["content"]
+        if not isinstance(signed, cms.SignedData):
+            _fail("head_timestamp", "the token is not a CMS SignedData")
+        for name in ("version", "digest_algorithms", "encap_content_info", "signer_infos"):
+            part = signed[name]
+            if type(part).load(part.dump()).dump(force=True) != part.dump():
+                _fail("head_timestamp", f"the token's {name} is not DER-encoded")
         if not isinstance(signed["crls"], core.Void):
             _fail("head_timestamp", "the token carries CRLs")
         embedded = (
