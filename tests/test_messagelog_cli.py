@@ -214,7 +214,7 @@ def test_verify_a_live_log(built: Built, capsys: pytest.CaptureFixture[str]) -> 
     code, out, _ = run(capsys, "log", "verify", "--config", built.config)
     assert code == 0
     assert out.splitlines() == [
-        "OK: 10 records, 3 tree heads (3 time-stamped), 2 consistency proofs, "
+        f"OK: log {LOG_ID}: 10 records, 3 tree heads (3 time-stamped), 2 consistency proofs, "
         "1 global configurations"
     ]
 
@@ -323,6 +323,13 @@ def test_export_prune_and_keep_growing(
     )
     assert code == 0
     assert json.loads(out)["records"] == 10
+    argv: list[str | Path] = ["log", "verify", "--bundle", bundle, "--anchor", built.anchor]
+    argv.append("--log-id")
+    code, out, _ = run(capsys, *argv, LOG_ID)
+    assert code == 0
+    code, out, _ = run(capsys, *argv, "UZ/GOV/STC/gw:main")
+    assert code == 1
+    assert f"FAIL bundle: bundle_structure: the bundle is of log {LOG_ID}, not UZ/GOV/STC" in out
     code, out, _ = run(
         capsys, "log", "export", "--config", built.config, "--out", tmp_path / "evidence-2.zip"
     )

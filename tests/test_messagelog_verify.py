@@ -134,7 +134,7 @@ def test_a_real_log_verifies(pristine: Built) -> None:
     assert report.records == 10
     assert (report.heads, report.timestamped_heads, report.consistency_proofs) == (3, 3, 2)
     assert (report.configurations, report.pruned, report.unpaired_responses) == (1, 0, 0)
-    assert report.summary().startswith("OK: 10 records, 3 tree heads (3 time-stamped)")
+    assert report.summary().startswith(f"OK: log {LOG_ID}: 10 records, 3 tree heads (3 time-")
 
 
 def test_records_past_the_last_time_stamp_are_counted_not_failed(

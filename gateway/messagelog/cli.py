@@ -9,7 +9,7 @@ PostgreSQL through ``message_log_url``)::
     serai log prove INDEX --config F [--json]
     serai log export --config F [--from X] [--to Y] --out BUNDLE.zip [--json]
     serai log verify --config F [--from INDEX] [--to INDEX] [--json]
-    serai log verify --bundle BUNDLE.zip --anchor anchor.bin [--json]
+    serai log verify --bundle BUNDLE.zip --anchor anchor.bin [--log-id GATEWAY_ID] [--json]
     serai log prune --config F --before TIME
 
 TIME is ISO 8601 (``2026-11-27``, ``2026-11-27T12:00:00Z``; without an offset it is
@@ -114,6 +114,9 @@ def register(subparsers: Any) -> None:
     verify.add_argument("--config", type=Path, help="the gateway's gateway.toml (live log)")
     verify.add_argument("--bundle", type=Path, help="an evidence bundle (offline)")
     verify.add_argument("--anchor", type=Path, help="the trust anchor (with --bundle)")
+    verify.add_argument(
+        "--log-id", help="with --bundle: the gateway whose log it must be (e.g. UZ/GOV/X/gw:main)"
+    )
     verify.add_argument("--from", dest="range_from", type=_index, default=0)
     verify.add_argument("--to", dest="range_to", type=_index, default=None)
     verify.set_defaults(handler=_cmd_verify)
@@ -372,7 +375,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.bundle is not None:
         if args.anchor is None:
             raise ConfigError("--bundle needs --anchor, the trust anchor you trust")
-        report = verify_bundle(args.bundle, anchor=_anchor(args.anchor))
+        report = verify_bundle(args.bundle, anchor=_anchor(args.anchor), log_id=args.log_id)
     else:
         if args.anchor is not None:
             raise ConfigError("--anchor goes with --bundle; a live log uses its gateway's")

@@ -157,6 +157,8 @@ class VerificationReport:
     """What was checked and every failure, in the order found."""
 
     failures: list[Failure] = field(default_factory=list)
+    #: The log the evidence is of (the gateway id), once known.
+    log_id: str = ""
     records: int = 0
     pruned: int = 0
     heads: int = 0
@@ -186,11 +188,13 @@ class VerificationReport:
         if self.untimestamped:
             parts.append(f"{self.untimestamped} not yet time-stamped")
         verdict = "OK" if self.ok else f"FAILED: {len(self.failures)} failures"
-        return f"{verdict}: " + ", ".join(parts)
+        of = f" log {self.log_id}:" if self.log_id else ""
+        return f"{verdict}:{of} " + ", ".join(parts)
 
     def as_json(self) -> dict[str, object]:
         return {
             "ok": self.ok,
+            "log_id": self.log_id,
             "records": self.records,
             "pruned": self.pruned,
             "tree_heads": self.heads,
@@ -261,7 +265,7 @@ class EvidenceVerifier:
         self._max_ocsp_age_s = max_ocsp_age_s
         self._skew = dt.timedelta(seconds=max_skew_s)
         self._requests: dict[bytes, _Request] = {}
-        self.report = VerificationReport(configurations=len(timeline))
+        self.report = VerificationReport(log_id=log_id, configurations=len(timeline))
 
     @property
     def log_id(self) -> str:
@@ -698,13 +702,26 @@ def _iso(at: dt.datetime) -> str:
 # -- drivers --------------------------------------------------------------------------------
 
 
-def verify_bundle(path: Path, *, anchor: TrustAnchor) -> VerificationReport:
+def verify_bundle(
+    path: Path, *, anchor: TrustAnchor, log_id: str | None = None
+) -> VerificationReport:
     """Check the evidence bundle at ``path`` offline, trusting only ``anchor`` (see the
-    module docstring and :mod:`gateway.messagelog.bundle`)."""
+    module docstring and :mod:`gateway.messagelog.bundle`); with ``log_id``, the bundle
+    must be of that gateway's log."""
     timeline = ConfigurationTimeline(anchor)
     try:
         with BundleReader.open(path) as bundle:
-            return _BundleCheck(bundle, timeline).run()
+            report = _BundleCheck(bundle, timeline).run()
+            if log_id is not None and bundle.manifest.log_id != log_id:
+                report.failures.insert(
+                    0,
+                    Failure(
+                        "bundle",
+                        "bundle_structure",
+                        f"the bundle is of log {bundle.manifest.log_id}, not {log_id}",
+                    ),
+                )
+            return report
     except BundleError as exc:
         report = VerificationReport()
         report.failures.append(Failure("bundle", "bundle_structure", exc.message))
@@ -726,18 +743,14 @@ class _BundleCheck:
 
     def run(self) -> VerificationReport:
         manifest = self._manifest
-        configurations: list[tuple[str, bytes]] = []
-        problems = self._bundle.structure_problems()
-        pending = []
-        for serial in manifest.configurations:
-            pending.append(configuration_path(serial))
         verifier = EvidenceVerifier(log_id=manifest.log_id, timeline=self._timeline)
-        for problem in problems:
+        for problem in self._bundle.structure_problems():
             verifier.fail("bundle", "bundle_structure", problem)
-        for path in pending:
-            data = self._read(verifier, path)
+        configurations = []
+        for serial in manifest.configurations:
+            data = self._read(verifier, configuration_path(serial))
             if data is not None:
-                configurations.append((path, data))
+                configurations.append((configuration_path(serial), data))
         for path, data in configurations:
             try:
                 entry = self._timeline.add(data)
