@@ -64,7 +64,12 @@ def built(source: Source, tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 
 def export(
-    built: Built, source: Source, out: Path, first: int = 0, end: int | None = None
+    built: Built,
+    source: Source,
+    out: Path,
+    first: int = 0,
+    end: int | None = None,
+    head_interval_s: float = 0.0,
 ) -> ExportResult:
     async def run() -> ExportResult:
         timeline = ConfigurationTimeline(source.anchor)
@@ -77,6 +82,7 @@ def export(
                 out=out,
                 first_index=first,
                 end_index=built.size if end is None else end,
+                head_interval_s=head_interval_s,
             )
         finally:
             await log.close()
@@ -134,6 +140,7 @@ def test_public_surface() -> None:
         "MANIFEST_NAME",
         "BundleError",
         "BundleReader",
+        "DEFAULT_HEAD_INTERVAL_S",
         "ExportResult",
         "Manifest",
         "ManifestFile",
@@ -202,6 +209,22 @@ def test_a_range_takes_the_heads_inside_it_and_the_first_that_covers_it(
     report = verify_bundle(result.path, anchor=source.anchor)
     assert report.ok, report.failures
     assert (report.records, report.unpaired_responses) == (end - first, unpaired)
+
+
+@pytest.mark.parametrize(
+    ("interval_s", "first", "heads"),
+    [(0.0, 0, [3, 7, 10]), (60.0, 0, [3, 10]), (60.0, 3, [7, 10]), (3600.0, 8, [10])],
+)
+def test_heads_are_thinned_to_one_per_interval(
+    built: Built, source: Source, tmp_path: Path, interval_s: float, first: int, heads: list[int]
+) -> None:
+    """The test log's heads are milliseconds apart: one per minute keeps the first inside
+    the range and the one that covers its end."""
+    result = export(built, source, tmp_path / "b.zip", first, head_interval_s=interval_s)
+    assert list(result.tree_heads) == heads
+    report = verify_bundle(result.path, anchor=source.anchor)
+    assert report.ok, report.failures
+    assert report.consistency_proofs == len(heads) - 1
 
 
 def test_export_refuses_a_range_no_time_stamp_covers(source: Source, tmp_path: Path) -> None:

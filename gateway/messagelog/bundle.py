@@ -14,8 +14,9 @@ by ``manifest.json``, the last entry. The files, in this order:
 ``tree-heads/<size>.jws``, ``tree-heads/<size>.tsr``
     Each time-stamped tree head in the bundle, smallest first: the signed tree head (the
     compact JWS, ASCII) and its RFC 3161 token (DER), whose imprint is the SHA-256 of the
-    ``.jws`` file's bytes. The heads are those of the log whose sizes fall inside the
-    range, and the first one that covers its end.
+    ``.jws`` file's bytes. The heads are time-stamped heads of the log whose sizes fall
+    inside the range (at most one per minute of time-stamps by default), and the first
+    one that covers its end.
 ``consistency/<old>-<new>.json``
     A consistency proof between each two consecutive heads:
     ``{"old_size": n, "new_size": m, "proof": ["<hex>", ...]}``.
@@ -65,6 +66,7 @@ from serai.errors import ErrorCode
 __all__ = [
     "BUNDLE_FORMAT",
     "BUNDLE_VERSION",
+    "DEFAULT_HEAD_INTERVAL_S",
     "MANIFEST_NAME",
     "BundleError",
     "BundleReader",
@@ -82,6 +84,8 @@ BUNDLE_VERSION: Final = 1
 MANIFEST_NAME: Final = "manifest.json"
 #: Largest manifest read (about 100 bytes per file listed).
 MAX_MANIFEST_BYTES: Final = 1 << 30
+#: Of the time-stamped heads inside an exported range, one per this many seconds is kept.
+DEFAULT_HEAD_INTERVAL_S: Final = 60.0
 #: Configurations valid this long before the first record or after the last time-stamp
 #: are included too: clocks differ, and an extra configuration costs nothing.
 CONFIGURATION_MARGIN: Final = dt.timedelta(minutes=10)
@@ -322,10 +326,16 @@ async def export_bundle(
     out: Path,
     first_index: int,
     end_index: int,
+    head_interval_s: float = DEFAULT_HEAD_INTERVAL_S,
     now: dt.datetime | None = None,
 ) -> ExportResult:
     """Write the bundle of records ``first_index`` to ``end_index`` (exclusive) of
     ``log`` to ``out`` (atomically: a temporary file renamed into place).
+
+    Of the time-stamped heads inside the range, one per ``head_interval_s`` of
+    time-stamps is kept (0: every one), and always the first that covers the end: a
+    gateway time-stamps every second, and each record only needs the first kept head
+    after it, whose time-stamp bounds its time to within about the interval.
 
     Refused (:class:`BundleError`, nothing written) when the range is empty or beyond
     the log, a record of it was pruned, or no time-stamped tree head covers its end yet.
@@ -337,7 +347,7 @@ async def export_bundle(
             f"records {first_index}..{end_index - 1} are not a range of this log "
             f"(it holds records 0..{size - 1})"
         )
-    heads = await _select_heads(log, first_index, end_index)
+    heads = await _select_heads(log, first_index, end_index, head_interval_s)
     sizes = tuple(h.tree_size for h in heads)
     start_time = (await log.record(first_index)).appended_at - CONFIGURATION_MARGIN
     end_time = max(h.timestamped_at or h.created_at for h in heads) + CONFIGURATION_MARGIN
@@ -394,17 +404,28 @@ def _sync_and_digest(raw: io.BufferedRandom) -> str:
     return hashlib.file_digest(raw, "sha256").hexdigest()
 
 
-async def _select_heads(log: MessageLog, first: int, end: int) -> list[StoredTreeHead]:
-    """The time-stamped heads with sizes in ``(first, end]``, and the first at or above
-    ``end``: one per size (the first stored), by size."""
+async def _select_heads(
+    log: MessageLog, first: int, end: int, interval_s: float
+) -> list[StoredTreeHead]:
+    """The time-stamped heads with sizes in ``(first, end]``, at most one per
+    ``interval_s`` of time-stamps, and the first at or above ``end``: one per size (the
+    first stored), by size."""
     by_size: dict[int, StoredTreeHead] = {}
+    interval = dt.timedelta(seconds=interval_s)
+    last_kept: dt.datetime | None = None
     after = 0
     while True:
         page = await log.tree_heads(
             min_size=first + 1, max_size=end, timestamped=True, after_id=after, limit=MAX_PAGE
         )
         for head in page:
-            by_size.setdefault(head.tree_size, head)
+            stamped = head.timestamped_at or head.created_at
+            if head.tree_size in by_size or (
+                last_kept is not None and stamped < last_kept + interval
+            ):
+                continue
+            by_size[head.tree_size] = head
+            last_kept = stamped
         if len(page) < MAX_PAGE:
             break
         after = page[-1].head_id

@@ -7,7 +7,8 @@ PostgreSQL through ``message_log_url``)::
     serai log show --config F [--message-id ID] [--client SUBSYSTEM] [--service SUBSYSTEM]
                    [--since TIME] [--until TIME] [--start INDEX] [--limit N] [--json]
     serai log prove INDEX --config F [--json]
-    serai log export --config F [--from X] [--to Y] --out BUNDLE.zip [--json]
+    serai log export --config F [--from X] [--to Y] --out BUNDLE.zip [--head-interval-s S]
+                     [--json]
     serai log verify --config F [--from INDEX] [--to INDEX] [--json]
     serai log verify --bundle BUNDLE.zip --anchor anchor.bin [--log-id GATEWAY_ID] [--json]
     serai log prune --config F --before TIME
@@ -35,7 +36,12 @@ from typing import Any, TypeVar
 
 from gateway.commit import decode_canonical
 from gateway.config import GatewayConfig, load_config
-from gateway.messagelog.bundle import BundleError, ExportResult, export_bundle
+from gateway.messagelog.bundle import (
+    DEFAULT_HEAD_INTERVAL_S,
+    BundleError,
+    ExportResult,
+    export_bundle,
+)
 from gateway.messagelog.errors import LogCorruptError, MessageLogError
 from gateway.messagelog.log import MAX_PAGE, MessageLog, MessageLogOptions
 from gateway.messagelog.retention import prune_exported
@@ -106,6 +112,12 @@ def register(subparsers: Any) -> None:
         help="end (exclusive): an index or a time (default: the latest time-stamped size)",
     )
     export.add_argument("--out", type=Path, required=True, help="the bundle to write (.zip)")
+    export.add_argument(
+        "--head-interval-s",
+        type=float,
+        default=DEFAULT_HEAD_INTERVAL_S,
+        help="keep one time-stamped tree head per this many seconds (0: all; default 60)",
+    )
     export.set_defaults(handler=_cmd_export)
 
     verify = sub.add_parser(
@@ -295,7 +307,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 f"{first} were exported already; time-stamps cover {end} records)"
             )
         result = await export_bundle(
-            log, timeline=timeline, out=args.out, first_index=first, end_index=end
+            log,
+            timeline=timeline,
+            out=args.out,
+            first_index=first,
+            end_index=end,
+            head_interval_s=args.head_interval_s,
         )
         report = await asyncio.to_thread(verify_bundle, result.path, anchor=timeline.anchor)
         export_id = None

@@ -212,12 +212,12 @@ class VerificationReport:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerifiedHead:
-    """A tree head as checked: its signed values, its time-stamp's genTime (``None``
-    without a valid one), and whether every check of it passed."""
+    """A tree head as checked: its signed values, whether it came with a time-stamp
+    token, the token's genTime (``None`` without a valid one), and whether every check
+    of it passed. Small on purpose: a live log has one per second of activity."""
 
     head: TreeHead
-    jws: bytes
-    timestamp_token: bytes | None
+    timestamped: bool
     timestamped_at: dt.datetime | None
     ok: bool
 
@@ -305,8 +305,7 @@ class EvidenceVerifier:
             )
         return VerifiedHead(
             head=head,
-            jws=jws,
-            timestamp_token=token,
+            timestamped=token is not None,
             timestamped_at=stamped_at,
             ok=len(self.report.failures) == failures_before,
         )
@@ -855,7 +854,7 @@ async def verify_log(
         verifier.check_consistency(
             old, new, await log.consistency_proof(old.tree_size, new.tree_size)
         )
-    stamped = [h.tree_size for h in ordered if h.timestamp_token is not None]
+    stamped = [h.tree_size for h in ordered if h.timestamped]
     signed = [h.tree_size for h in ordered]
     at = start
     while at < end:
@@ -923,7 +922,7 @@ async def _live_heads(log: MessageLog, verifier: EvidenceVerifier) -> dict[int, 
                     "consistency",
                     f"two tree heads of size {checked.tree_size} have different roots",
                 )
-            elif held.timestamp_token is None and checked.timestamp_token is not None:
+            elif not held.timestamped and checked.timestamped:
                 heads[checked.tree_size] = checked
         if len(page) < MAX_PAGE:
             break
