@@ -102,6 +102,7 @@ class GatewayProcess:
     is_port: str
     service: Service | None = None
     admin: str = ""
+    metrics: str = ""  # the operations HTTP port (/metrics, /healthz, /readyz)
     admin_token: Path = field(init=False)
 
     @property
@@ -124,6 +125,7 @@ class Federation:
         self.registry_env: dict[str, str] = {}
         self.registry_grpc = ""
         self.registry_http = ""
+        self.registry_metrics = ""
         self.gateways: dict[str, GatewayProcess] = {
             a.key: GatewayProcess(
                 agency=a,
@@ -172,6 +174,7 @@ class Federation:
         )  # fmt: skip
         listening = registry.wait_for("registry_listening")
         self.registry_grpc, self.registry_http = str(listening["grpc"]), str(listening["http"])
+        self.registry_metrics = str(listening.get("metrics") or "")
         self.registry_env = {
             **os.environ,
             "SERAI_REGISTRY": self.registry_grpc,
@@ -258,10 +261,11 @@ class Federation:
             assert gw.service is not None  # started above
             event = gw.service.wait_for("gateway_listening")
             gw.admin = str(event["admin"])
+            gw.metrics = str(event.get("metrics") or "")
             self.report.note(
                 f"{gw.agency.gateway_id} pid {gw.service.pid}: IS port {event['is']}, "
                 f"peer port {event['peer']}, admin API {gw.admin}, "
-                f"configuration serial {event['globalconf_serial']}"
+                f"metrics {gw.metrics or '-'}, configuration serial {event['globalconf_serial']}"
             )
 
     def _issue_admin_tokens(self) -> None:

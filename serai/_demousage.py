@@ -57,8 +57,19 @@ def print_usage(federation: Federation, adapters: dict[str, str]) -> None:
         f"  serai acl list --gateway {federation.gateways['stc'].admin} "
         f"--token-file {federation.gateways['stc'].admin_token}"
     )
-    print(
-        "\nMetrics: Prometheus /metrics is not served yet (DESIGN section 7); the gateways'"
-        "\nJSON event lines in logs/ are what there is to watch.",
-        flush=True,
-    )
+    named = [(gw.agency.gateway_id, gw.metrics) for gw in federation.gateways.values()]
+    named.append(("registry", federation.registry_metrics))
+    targets = [t for _, t in named if t]
+    if targets:
+        print("\nMetrics (Prometheus), with /healthz and /readyz beside them:\n")
+        for name, target in named:
+            if target:
+                print(f"  {name:<24} http://{target}/metrics")
+        quoted = ", ".join(f'"{t}"' for t in targets)
+        print(
+            "\n  as Prometheus targets (deploy/prometheus/targets/demo.json; docs/operations.md):"
+            f'\n  [{{"targets": [{quoted}]}}]',
+            flush=True,
+        )
+    else:
+        print("\nMetrics: this build's gateways serve no /metrics.", flush=True)

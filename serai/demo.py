@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +32,7 @@ from certs.pkidir import PKIDirectory
 from serai._demoadapters import adapter_addresses, start_adapters
 from serai._demofederation import Federation
 from serai._demologs import LogReader, verify_logs
+from serai._demoops import check_operations
 from serai._demoprocs import SERAI, stop_all
 from serai._demoreport import Report
 from serai._demoscenario import run_scenario
@@ -84,8 +85,15 @@ def _run(workdir: Path, *, keep_running: bool) -> int:
     report = Report()
     federation = Federation(workdir, report)
     print(f"Serai demo in {workdir}", flush=True)
+    # SIGTERM (and SIGINT, even where a shell started the demo with it ignored) stops the
+    # demo through the same clean shutdown as the end of the scenario.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         _scenario(federation, report, keep_running=keep_running)
+    except KeyboardInterrupt:
+        print()
+        report.check(False, "interrupted before the scenario finished")
     finally:
         _shut_down(federation, report)
     print()
@@ -96,6 +104,10 @@ def _run(workdir: Path, *, keep_running: bool) -> int:
         return 1
     print(f"demo: all {report.checks} checks passed in {time.monotonic() - began:.0f} s")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _scenario(federation: Federation, report: Report, *, keep_running: bool) -> None:
@@ -149,12 +161,19 @@ def _scenario(federation: Federation, report: Report, *, keep_running: bool) -> 
     report.section("The three message logs, verified (serai log verify, serai log prove)")
     verify_logs(federation, reader, report, prove=first)
 
+    report.section("Operations: readiness and the refusals counted in the metrics")
+    check_operations(federation, report)
+
     if keep_running and not report.failures:
         print_usage(federation, addresses)
-        with contextlib.suppress(KeyboardInterrupt):
+        try:
             while all(s.running() for s in federation.services):
                 time.sleep(0.5)
-        print()
+        except KeyboardInterrupt:
+            print()
+            return
+        stopped = [s.name for s in federation.services if not s.running()]
+        report.check(False, f"a process of the federation stopped by itself: {', '.join(stopped)}")
 
 
 def _shut_down(federation: Federation, report: Report) -> None:

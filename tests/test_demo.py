@@ -106,6 +106,12 @@ def test_demo_runs_the_scenario_and_passes_every_check(tmp_path: Path) -> None:
     assert "[ok] ALREADY_EXISTS, x-road-error client:replay_detected: " in denied
     assert re.search(r"\[ok\] serai log prove \d+ \(UZ/GOV/MINJUST/gw:main, .*; verified\n", out)
 
+    for gateway in GATEWAYS.values():
+        assert re.search(
+            rf"\[ok\] {re.escape(gateway)}: /readyz 200; http://127\.0\.0\.1:\d+/metrics counts",
+            out,
+        )
+    assert re.search(r"UZ/GOV/STC/gw:main: .* counts its refusals: .*access_denied [1-9]", out)
     assert "[ok] adapter-tax adapter_stopped, adapter-cadastre adapter_stopped" in out
     assert "gateway-minjust gateway_stopped" in out
     assert "registry registry_stopped" in out
@@ -137,6 +143,7 @@ def test_keep_running_says_how_to_call_the_federation(
     federation = Federation(tmp_path, Report())
     for key, gw in federation.gateways.items():
         gw.admin = f"127.0.0.1:{7000 + len(key)}"
+        gw.metrics = f"127.0.0.1:{9000 + len(key)}"
     print_usage(federation, {"stc": "127.0.0.1:1", "cadastre": "127.0.0.1:2", "minjust": "x:3"})
     out = capsys.readouterr().out
     is_port = federation.gateways["minjust"].is_port
@@ -149,6 +156,7 @@ def test_keep_running_says_how_to_call_the_federation(
     assert "-H 'x-road-client: UZ/GOV/MINJUST/property' -H 'x-road-service: UZ/GOV/STC/tax'" in out
     assert DEBTOR_SELLER in out
     assert CLEAN_PARCEL in out
-    assert "/metrics" in out
+    assert "  UZ/GOV/STC/gw:main       http://127.0.0.1:9003/metrics\n" in out
+    assert '[{"targets": ["127.0.0.1:9003", "127.0.0.1:9008", "127.0.0.1:9007"]}]' in out
     for gateway in GATEWAYS.values():
         assert gateway in out
