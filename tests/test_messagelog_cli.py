@@ -176,6 +176,28 @@ def test_show_refuses_a_missing_log(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not (tmp_path / "messagelog.db").exists()
 
 
+def test_show_lists_a_bundle(
+    built: Built, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "log", "export", "--config", built.config, "--out", tmp_path / "b")
+    assert code == 0, out
+    argv: list[str | Path] = ["log", "show", "--bundle", tmp_path / "b", "--json"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    live = run(capsys, "log", "show", "--config", built.config, "--json")[1].splitlines()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 10
+    for row, other in zip(rows, map(json.loads, live), strict=True):
+        assert row["created_at"] <= other["appended_at"]
+        del row["created_at"], row["appended_at"], other["appended_at"]
+        assert row == other
+    code, out, _ = run(capsys, *argv, "--client", "UZ/GOV/MINJUST/property", "--start", "3")
+    assert [json.loads(line)["index"] for line in out.splitlines()] == [4, 6, 9]
+    code, out, _ = run(capsys, "log", "show", "--bundle", tmp_path / "b", "--limit", "2")
+    assert out.splitlines()[0].split()[:3] == ["INDEX", "CREATED", "(UTC)"]
+    assert out.splitlines()[-1] == "(first 2 shown; --start 2 for more)"
+
+
 # -- prove ----------------------------------------------------------------------------------
 
 

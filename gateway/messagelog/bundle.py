@@ -82,6 +82,8 @@ __all__ = [
 BUNDLE_FORMAT: Final = "serai-evidence-bundle"
 BUNDLE_VERSION: Final = 1
 MANIFEST_NAME: Final = "manifest.json"
+#: Largest file read from a bundle (a record holds at most a few MiB of body).
+MAX_ENTRY_BYTES: Final = 256 * 1024 * 1024
 #: Largest manifest read (about 100 bytes per file listed).
 MAX_MANIFEST_BYTES: Final = 1 << 30
 #: Of the time-stamped heads inside an exported range, one per this many seconds is kept.
@@ -588,6 +590,8 @@ class BundleReader:
             raise BundleError(f"{path} is missing from the bundle") from None
         if info.file_size != listed.size:
             raise BundleError(f"{path} is {info.file_size} bytes, the manifest says {listed.size}")
+        if info.file_size > MAX_ENTRY_BYTES:
+            raise BundleError(f"{path} is larger than {MAX_ENTRY_BYTES} bytes")
         try:
             data = self._archive.read(info)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:

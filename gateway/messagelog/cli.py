@@ -4,8 +4,9 @@ Commands (``--config`` is the gateway's ``gateway.toml``; the log is opened besi
 running gateway: SQLite in WAL mode lets readers and the gateway's writer work at once,
 PostgreSQL through ``message_log_url``)::
 
-    serai log show --config F [--message-id ID] [--client SUBSYSTEM] [--service SUBSYSTEM]
-                   [--since TIME] [--until TIME] [--start INDEX] [--limit N] [--json]
+    serai log show (--config F | --bundle B.zip) [--message-id ID] [--client SUBSYSTEM]
+                   [--service SUBSYSTEM] [--since TIME] [--until TIME] [--start INDEX]
+                   [--limit N] [--json]
     serai log prove INDEX --config F [--json]
     serai log export --config F [--from X] [--to Y] --out BUNDLE.zip [--head-interval-s S]
                      [--json]
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import binascii
 import datetime as dt
 import json
 import sys
@@ -34,13 +36,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.commit import decode_canonical
+from gateway.commit import LogRecord, RecordKind, decode_canonical
 from gateway.config import GatewayConfig, load_config
+from gateway.errors import GatewayError
+from gateway.headers import RequestHeader, ResponseHeader
 from gateway.messagelog.bundle import (
     DEFAULT_HEAD_INTERVAL_S,
     BundleError,
+    BundleReader,
     ExportResult,
     export_bundle,
+    record_path,
 )
 from gateway.messagelog.errors import LogCorruptError, MessageLogError
 from gateway.messagelog.log import MAX_PAGE, MessageLog, MessageLogOptions
@@ -80,12 +86,17 @@ def register(subparsers: Any) -> None:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
 
-    show = sub.add_parser("show", parents=[config, as_json], help="list records")
+    show = sub.add_parser("show", parents=[as_json], help="list records")
+    source = show.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="the gateway's gateway.toml (live log)")
+    source.add_argument("--bundle", type=Path, help="an evidence bundle (listed, not verified)")
     show.add_argument("--message-id", help="only this message id")
     show.add_argument("--client", type=_subsystem, help="only requests of this client subsystem")
     show.add_argument("--service", type=_subsystem, help="only requests to this provider subsystem")
-    show.add_argument("--since", type=_time, help="appended at or after TIME (ISO 8601)")
-    show.add_argument("--until", type=_time, help="appended before TIME (ISO 8601)")
+    show.add_argument(
+        "--since", type=_time, help="appended (bundle: created) at or after TIME (ISO 8601)"
+    )
+    show.add_argument("--until", type=_time, help="appended (bundle: created) before TIME")
     show.add_argument("--start", type=_index, default=0, help="from this index on (default 0)")
     show.add_argument(
         "--limit", type=_positive, default=DEFAULT_SHOW_LIMIT, help="at most N records"
@@ -163,18 +174,21 @@ def _cmd_show(args: argparse.Namespace) -> int:
             start = page[-1].index + 1
         return found
 
-    records = _with_log(load_config(args.config), run)
-    rows = [_show_row(r) for r in records]
+    if args.bundle is not None:
+        rows = _bundle_rows(args.bundle, args)
+    else:
+        rows = [_show_row(r) for r in _with_log(load_config(args.config), run)]
     if args.json:
         for row in rows:
             print(json.dumps(row))
         return 0
-    header = ["INDEX", "APPENDED (UTC)", "KIND", "MESSAGE ID", "CLIENT", "SERVICE/METHOD"]
+    when = "CREATED (UTC)" if args.bundle is not None else "APPENDED (UTC)"
+    header = ["INDEX", when, "KIND", "MESSAGE ID", "CLIENT", "SERVICE/METHOD"]
     header += ["OUTCOME", "BODY"]
     table = [header] + [
         [
             str(row["index"]),
-            str(row["appended_at"]),
+            str(row["created_at"] if args.bundle is not None else row["appended_at"]),
             str(row["kind"]),
             str(row["message_id"]),
             str(row["client"] or "-"),
@@ -188,8 +202,65 @@ def _cmd_show(args: argparse.Namespace) -> int:
     for line in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     if len(rows) == args.limit:
-        print(f"(first {args.limit} shown; --start {records[-1].index + 1} for more)")
+        print(f"(first {args.limit} shown; --start {int(str(rows[-1]['index'])) + 1} for more)")
     return 0
+
+
+def _bundle_rows(path: Path, args: argparse.Namespace) -> list[dict[str, object]]:
+    """The rows of ``show`` for the records of a bundle, filtered as for a live log, by
+    what the records claim (their signed headers are not verified here)."""
+    rows: list[dict[str, object]] = []
+    with BundleReader.open(path) as bundle:
+        manifest = bundle.manifest
+        for index in range(max(args.start, manifest.first_index), manifest.end_index):
+            record = decode_canonical(bundle.read(record_path(index)))
+            row = _record_row(index, record)
+            created = row["created_at_value"]
+            del row["created_at_value"]
+            if (
+                (args.message_id is not None and record.message_id != args.message_id)
+                or (args.client is not None and row["client"] != args.client)
+                or (args.service is not None and row["service"] != args.service)
+                or (args.since is not None and (created is None or created < args.since))
+                or (args.until is not None and (created is None or created >= args.until))
+            ):
+                continue
+            rows.append(row)
+            if len(rows) == args.limit:
+                break
+    return rows
+
+
+def _record_row(index: int, record: LogRecord) -> dict[str, object]:
+    """A bundle record's row; ``created_at_value`` is the header's time as a datetime."""
+    client = service = method = None
+    created: dt.datetime | None = None
+    if record.kind is not RecordKind.ADMIN_CHANGE:
+        parts = record.header_jws.split(b".")
+        try:
+            payload = base64.urlsafe_b64decode(parts[1] + b"=" * (-len(parts[1]) % 4))
+            if record.kind.is_request:
+                request = RequestHeader.decode(payload)
+                client, created = str(request.client), request.created_at
+                service = str(request.service.subsystem)
+                method = request.service.method_path
+            else:
+                created = ResponseHeader.decode(payload).created_at
+        except (IndexError, ValueError, binascii.Error, GatewayError):
+            pass  # shown without them; verify says what is wrong
+    return {
+        "index": index,
+        "appended_at": None,
+        "created_at": _iso(created),
+        "created_at_value": created,
+        "kind": record.kind.name.lower(),
+        "message_id": record.message_id,
+        "client": client,
+        "service": service,
+        "method": method,
+        "outcome": record.outcome,
+        "body": "digest only" if record.body is None else "kept",
+    }
 
 
 def _show_row(stored: StoredRecord) -> dict[str, object]:

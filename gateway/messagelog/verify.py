@@ -385,17 +385,21 @@ class EvidenceVerifier:
         index: int,
         leaf: bytes,
         *,
-        proof: Sequence[bytes],
+        proof: Sequence[bytes] | None,
         tree_size: int,
         root: bytes,
         covered_at: dt.datetime | None,
     ) -> LogRecord | None:
         """Check record ``index`` (its canonical bytes ``leaf``) and its inclusion in the
-        tree of ``tree_size`` with ``root``; ``covered_at`` is the genTime of the head
-        that covers it, if any. Returns the decoded record (or ``None``)."""
+        tree of ``tree_size`` with ``root`` (``proof=None``: no usable proof, already
+        reported); ``covered_at`` is the genTime of the head that covers it, if any.
+        Returns the decoded record (or ``None``)."""
         self.report.records += 1
         subject = f"record {index}"
-        self.check_inclusion(index, leaf_hash(leaf), proof=proof, tree_size=tree_size, root=root)
+        if proof is not None:
+            self.check_inclusion(
+                index, leaf_hash(leaf), proof=proof, tree_size=tree_size, root=root
+            )
         record = self._run(subject, lambda: _decode(leaf))
         if record is None:
             return None
@@ -813,11 +817,12 @@ class _BundleCheck:
             if leaf is None or data is None:
                 verifier.report.records += 1
                 continue
+            proof: list[bytes] | None
             try:
                 proof = read_proof(data, inclusion_path(index), index=index, tree_size=size)
             except BundleError as exc:
                 verifier.fail(f"record {index}", "inclusion", exc.message)
-                proof = []
+                proof = None
             head = heads.get(size)
             if head is None:
                 verifier.fail(f"record {index}", "inclusion", f"its tree head {size} is unusable")
