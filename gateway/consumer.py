@@ -15,7 +15,9 @@ gateway's IS port, with the body as raw bytes (it never parses bodies). In order
    has an address allow-list the IS's address must be on it (both, when both are
    configured); and the global configuration in force lists this gateway as serving
    it (``unknown_client``).
-4. The provider subsystem has registered gateways (``unknown_service``).
+4. A metaservice call (``/serai.meta.v1.Meta/…``) names the call's provider in its body
+   (``invalid_request``, :func:`gateway.meta.check_provider_meta_request`); the provider
+   subsystem has registered gateways (``unknown_service``).
 5. The request header is built and signed with the client member's key; the
    ``REQUEST_SENT`` record is committed *while* the request travels (DESIGN §6), and
    awaited before anything is returned.
@@ -54,15 +56,25 @@ from typing import Any, Final, cast
 
 import grpc
 
+from gateway._iscaller import (
+    CLIENT_KEY,
+    ISSUE_KEY,
+    SERVICE_KEY,
+    USER_ID_KEY,
+    authenticate_is,
+    check_registered_client,
+    required,
+    x_road_metadata,
+)
 from gateway._messages import EXCHANGE_METHOD, ExchangeRequestMessage, ExchangeResponseMessage
 from gateway._observe import ExchangeObservation
 from gateway._settings import ExchangeParts
 from gateway.commit import LogIndex, LogRecord, PeerReceipt, RecordKind
 from gateway.errors import GatewayError
 from gateway.headers import request_header_for
+from gateway.meta import check_provider_meta_request
 from gateway.peers import PeerPool, PeerUnreachableError
 from gateway.signing import SignedHeader, verify_response
-from gateway.tlsconf import peer_certificate_sha256
 from gateway.wire import (
     MESSAGE_ID_KEY,
     REQUEST_HASH_KEY,
@@ -77,10 +89,6 @@ from serai.identifiers import ServiceId, SubsystemId
 
 __all__ = ["ConsumerSide"]
 
-CLIENT_KEY: Final = "x-road-client"
-SERVICE_KEY: Final = "x-road-service"
-USER_ID_KEY: Final = "x-road-user-id"
-ISSUE_KEY: Final = "x-road-issue"
 _DETAILS_KEY: Final = "grpc-status-details-bin"
 
 _Context = grpc.aio.ServicerContext[bytes, bytes]
@@ -123,24 +131,20 @@ class ConsumerSide:
             )
         self._parts.admission()
         deadline = time.monotonic() + _budget_s(context, settings.default_deadline_s)
-        metadata = _metadata(context)
+        metadata = x_road_metadata(context)
         observation.method = method
-        client = SubsystemId.parse(_required(metadata, CLIENT_KEY))
+        client = SubsystemId.parse(required(metadata, CLIENT_KEY))
         observation.client = client
-        provider = SubsystemId.parse(_required(metadata, SERVICE_KEY))
+        provider = SubsystemId.parse(required(metadata, SERVICE_KEY))
         observation.service = provider
         service = ServiceId.for_method(subsystem=provider, method_path=method)
         message_id = metadata.get(MESSAGE_ID_KEY) or str(uuid.uuid4())
         observation.message_id = message_id
         exchange.append((MESSAGE_ID_KEY, _ascii_only(message_id)))
-        self._authenticate(client, context)
+        authenticate_is(settings, client, context)
         snapshot = self._parts.configuration.current()
-        if self._parts.gateway_id not in {g.id for g in snapshot.gateways_serving(client)}:
-            raise GatewayError(
-                f"gateway {self._parts.gateway_id} is not registered as serving {client}",
-                code=ErrorCode.UNKNOWN_CLIENT,
-                origin=Origin.CLIENT,
-            )
+        check_registered_client(self._parts, snapshot, client)
+        check_provider_meta_request(method, body, provider)
         gateways = snapshot.gateways_serving(provider)
         if not gateways:
             raise GatewayError(
@@ -212,33 +216,6 @@ class ConsumerSide:
             )
         context.set_trailing_metadata(tuple(exchange))
         return response.body
-
-    def _authenticate(self, client: SubsystemId, context: _Context) -> None:
-        served = self._settings.client(client)
-        if served is None:
-            raise GatewayError(
-                f"this gateway does not serve client {client}",
-                code=ErrorCode.UNKNOWN_CLIENT,
-                origin=Origin.CLIENT,
-            )
-        peer = context.peer()
-        if served.client_cert_sha256 is not None:
-            presented = peer_certificate_sha256(context.auth_context())
-            if presented != served.client_cert_sha256:
-                raise GatewayError(
-                    f"the IS at {peer} did not present the client certificate of {client}",
-                    code=ErrorCode.CLIENT_NOT_AUTHENTICATED,
-                    origin=Origin.CLIENT,
-                )
-            if not served.allowed_addresses:
-                return
-        address = _peer_ip(peer)
-        if address is None or not served.allows(address):
-            raise GatewayError(
-                f"an IS at {peer} may not call for {client}",
-                code=ErrorCode.CLIENT_NOT_AUTHENTICATED,
-                origin=Origin.CLIENT,
-            )
 
     async def _send(
         self,
@@ -339,35 +316,6 @@ def _budget_s(context: _Context, default_s: float) -> float:
     # grpc-stubs says float; grpc.aio returns None when the caller set no deadline
     remaining = cast("float | None", context.time_remaining())
     return default_s if remaining is None else min(remaining, default_s)
-
-
-def _metadata(context: _Context) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in context.invocation_metadata() or ():
-        if key.startswith("x-road-") and not key.endswith("-bin"):
-            out.setdefault(key, str(value))
-    return out
-
-
-def _required(metadata: dict[str, str], key: str) -> str:
-    value = metadata.get(key)
-    if not value:
-        raise GatewayError(
-            f"metadata {key} is required",
-            code=ErrorCode.INVALID_IDENTIFIER,
-            origin=Origin.CLIENT,
-        )
-    return value
-
-
-def _peer_ip(peer: str) -> str | None:
-    """The IP of a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``)."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rpartition(":")[0]
-    if kind == "ipv6":
-        return rest.rpartition(":")[0].strip("[]")
-    return None
 
 
 def _relayed(trailers: Iterable[Any] | None) -> tuple[tuple[str, str | bytes], ...]:

@@ -16,6 +16,8 @@ Subtree (later gateway modules add their own subclasses here)::
     │                          (access_denied)
     ├── aclstore.AclStoreError an access-rights change is refused (already_exists,
     │                          not_found, internal)
+    ├── _descriptors.DescriptorSetError  a provider published no usable service
+    │                          descriptors (unknown_service; origin provider)
     ├── replay.ClockSkewError  created time outside the allowed skew (clock_skew)
     ├── replay.ReplayDetectedError   message id seen within the window (replay_detected)
     ├── replay.ReplayCapacityError   the replay guard is full (gateway_overloaded)

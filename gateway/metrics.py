@@ -12,7 +12,8 @@ the fixed value ``other``:
   of this gateway's settings (an unparsable or unknown id is ``other``);
 - ``method`` is a method path only when the pair (provider subsystem, method) is known:
   a method-level access rule of this gateway, or a method of the provider's service
-  descriptor in the global configuration; otherwise ``other`` (a whole-service grant
+  descriptor in the global configuration, or a method the gateways answer themselves
+  (``serai.meta.v1.Meta``, server reflection); otherwise ``other`` (a whole-service grant
   lets a client call any method name, so a successful call does not make it known);
 - ``code`` is ``ok``, ``provider_status`` (the provider's own non-OK status) or one of
   Serai's error codes (a code in a peer's trailer that is not one of ours is ``other``);
@@ -43,6 +44,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from gateway._observe import ExchangeObservation
 from gateway._settings import ConfigurationSource, GatewaySettings, PolicySource
 from gateway.acl import AccessPolicy
+from gateway.meta import META_METHODS
+from gateway.reflection import REFLECTION_METHODS
 from registry.snapshot import ConfigurationSnapshot
 from serai.cliutil import log_event
 from serai.errors import SeraiError
@@ -52,6 +55,8 @@ from serai.metrics import LATENCY_BUCKETS_S, OTHER, GaugeReading, StateGauges
 __all__ = ["CertificateInUse", "GatewayMetrics", "GatewayState", "add_state_gauges"]
 
 _SIDES: Final = ("consumer", "provider")
+#: Methods the gateways answer themselves (metaservices, reflection): a fixed set.
+_GATEWAY_METHODS: Final = META_METHODS | REFLECTION_METHODS
 #: Longest method path or message id written to an exchange log line.
 _MAX_LOGGED_CHARS: Final = 256
 
@@ -213,6 +218,8 @@ class GatewayMetrics:
         method: str | None,
         snapshot: ConfigurationSnapshot | None,
     ) -> str:
+        if method in _GATEWAY_METHODS:
+            return method
         if provider is None or method is None:
             return OTHER
         if method in self._methods_of_rules(provider):

@@ -17,8 +17,14 @@ provider IS sees anything:
    (``unknown_service``).
 5. The message id is new for that client and the created time within the skew
    (``replay_detected``, ``clock_skew``).
-6. The access rights allow the client to call the method (``access_denied``).
+6. The access rights allow the client to call the method (``access_denied``); for a
+   metaservice (``/serai.meta.v1.Meta/…``), which access rights do not cover, the
+   answer is prepared instead (:func:`gateway.meta.answer_provider_meta`:
+   ``invalid_request``, ``unknown_service``).
 7. The ``REQUEST_RECEIVED`` record is committed (``log_unavailable``).
+
+A metaservice is answered by this gateway itself, signed and logged like any response;
+the provider IS is never called with a metaservice method path.
 
 Then the provider IS is called over one long-lived channel per IS address, with the
 original method path, the raw body, the ``x-road-*`` metadata and the remaining
@@ -38,12 +44,14 @@ from typing import Any, Final, cast
 
 import grpc
 
+from gateway._descriptors import DescriptorCache
 from gateway._messages import ExchangeRequestMessage, ExchangeResponseMessage, Receipt
 from gateway._observe import CODE_PROVIDER_STATUS, ExchangeObservation
 from gateway._settings import ExchangeParts
 from gateway.commit import LogRecord, RecordKind
 from gateway.errors import GatewayError
 from gateway.headers import MAX_STATUS_DETAILS_BYTES, MAX_STATUS_MESSAGE_CHARS, response_header_for
+from gateway.meta import answer_provider_meta, is_meta_method
 from gateway.peers import ChannelPool
 from gateway.signing import VerifiedRequest, verify_request
 from gateway.tlsconf import peer_certificate_sha256
@@ -63,6 +71,7 @@ class ProviderSide:
         self._parts = parts
         self._providers = providers
         self._settings = parts.settings
+        self._descriptors = DescriptorCache()
 
     async def exchange(self, raw: bytes, context: _Context) -> bytes:
         """One exchange: the serialized ExchangeRequest in, ExchangeResponse out."""
@@ -137,7 +146,20 @@ class ProviderSide:
                 origin=Origin.CLIENT,
             )
         parts.replay.check_and_remember(header.client, header.message_id, header.created_at)
-        parts.policies.policy().check(header.client, header.service, groups=snapshot)
+        policy = parts.policies.policy()
+        meta_answer: bytes | None = None
+        if is_meta_method(header.service.method_path):
+            meta_answer = answer_provider_meta(
+                method_path=header.service.method_path,
+                body=request.body,
+                client=header.client,
+                provider=header.service.subsystem,
+                snapshot=snapshot,
+                policy=policy,
+                descriptors=self._descriptors,
+            )
+        else:
+            policy.check(header.client, header.service, groups=snapshot)
         request_index = await parts.log.commit_request(
             LogRecord(
                 kind=RecordKind.REQUEST_RECEIVED,
@@ -150,15 +172,18 @@ class ProviderSide:
                 peer_gateway=peer.id,
             )
         )
-        budget = _budget_s(context, request.timeout_s, settings.default_deadline_s)
-        remaining = budget - (time.monotonic() - started)
-        calling = time.perf_counter()
-        try:
-            body, code, message, details = await self._call_provider(
-                provider.address, verified, request.body, remaining
-            )
-        finally:
-            observation.add("provider", calling)
+        if meta_answer is not None:
+            body, code, message, details = meta_answer, 0, "", b""
+        else:
+            budget = _budget_s(context, request.timeout_s, settings.default_deadline_s)
+            remaining = budget - (time.monotonic() - started)
+            calling = time.perf_counter()
+            try:
+                body, code, message, details = await self._call_provider(
+                    provider.address, verified, request.body, remaining
+                )
+            finally:
+                observation.add("provider", calling)
         if code != 0:
             observation.status = status_code_of(code).name
             observation.code = CODE_PROVIDER_STATUS

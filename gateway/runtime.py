@@ -16,6 +16,10 @@ files and TOML; nothing here does) and serves:
   connections already open are not re-checked),
   serving ``serai.transport.v1.Transport/Exchange``
   (:class:`gateway.provider.ProviderSide`; ``ExchangeStream`` is UNIMPLEMENTED);
+- on the IS port, the metaservices ``serai.meta.v1.Meta`` (:mod:`gateway.meta`:
+  ListClients answered here, the others forwarded as exchanges to the provider's
+  gateway, which answers them itself) and gRPC server reflection for the provider named
+  by ``x-road-service`` (:mod:`gateway.reflection`);
 - ``grpc.health.v1.Health`` on both: SERVING once bound, NOT_SERVING while the gateway
   is not ready (:meth:`GatewayRuntime.set_serving`, driven by ``serai gateway serve``).
 
@@ -57,8 +61,10 @@ from gateway._settings import (
 from gateway._verifycache import VerificationCache
 from gateway.commit import ExchangeLog
 from gateway.consumer import ConsumerSide
+from gateway.meta import ConsumerMeta
 from gateway.peers import ChannelPool, PeerPool
 from gateway.provider import ProviderSide
+from gateway.reflection import REFLECTION_METHODS, ReflectionHandler
 from gateway.replay import ReplayGuard
 from gateway.signing import HeaderSigner
 from gateway.tlsconf import PeerServerCredentials, certificates_pem, is_server_credentials
@@ -212,7 +218,15 @@ class GatewayRuntime:
 
         is_server = grpc.aio.server(options=options)
         self._health.append(await _add_health(is_server))
-        is_server.add_generic_rpc_handlers((_ForwardAny(consumer.handle),))
+        # Reflection and the metaservices the gateway answers itself come before the
+        # catch-all forwarder (grpc asks generic handlers in the order they were added).
+        is_server.add_generic_rpc_handlers(
+            (
+                ReflectionHandler(parts=self._parts),
+                ConsumerMeta(parts=self._parts),
+                _ForwardAny(consumer.handle),
+            )
+        )
         if settings.is_client_ca_pem is None:
             self._is_port = is_server.add_insecure_port(settings.is_listen)
         else:
@@ -310,7 +324,9 @@ _Handler = Callable[[str, bytes, Any], Awaitable[bytes]]
 
 
 class _ForwardAny(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # not subscriptable at run time
-    """Every unary method but health, with raw bytes in and out."""
+    """Every unary method but health and reflection, with raw bytes in and out (the
+    metaservices a provider gateway answers travel as exchanges; ListClients is caught
+    by :class:`~gateway.meta.ConsumerMeta` first)."""
 
     def __init__(self, handle: _Handler) -> None:
         self._handle = handle
@@ -319,7 +335,7 @@ class _ForwardAny(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # not subs
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         method = handler_call_details.method
-        if method.startswith(_HEALTH_PREFIX):
+        if method.startswith(_HEALTH_PREFIX) or method in REFLECTION_METHODS:
             return None
         handle = self._handle
 

@@ -24,6 +24,11 @@ CA required) and ``property_cert_sha256`` pins the certificate of ``property``'s
 (``property_allow`` replaces its address allow-list); ``Harness.channel`` is then
 plaintext and refused, so callers pass their own TLS channel to :meth:`Harness.call`.
 
+With ``service_descriptors`` (subsystem → serialized FileDescriptorSet) the
+configuration publishes those service descriptors (``serai registry descriptor set``).
+``archive_allow`` replaces ``archive``'s address allow-list (``("127.0.0.1",)`` lets the
+tests call as a second client). ``observer`` is told of both gateways' exchanges.
+
 With ``provider_address`` (``HOST:PORT``) the provider gateway sends ``registry``'s
 calls to that IS instead of the echo provider (which still runs, uncalled).
 
@@ -37,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +60,7 @@ from certs.ocsp_client import OCSPClient
 from certs.ocsp_http import OCSPServer
 from certs.pkidir import PKIDirectory
 from certs.profiles import Profile
+from gateway._observe import ExchangeObserver
 from gateway.acl import AccessPolicy, AccessRule, AccessTarget
 from gateway.commit import InMemoryExchangeLog
 from gateway.replay import ReplayGuard
@@ -76,11 +82,12 @@ from registry.model import (
     Gateway,
     GlobalConfiguration,
     Member,
+    ServiceDescriptor,
     Subsystem,
 )
 from registry.signing import sign_configuration
 from serai.errors import SeraiError
-from serai.identifiers import GatewayId, MemberId
+from serai.identifiers import GatewayId, MemberId, SubsystemId
 from serai.localprocs import free_port
 
 MINJUST = MemberId.parse("UZ/GOV/MINJUST")
@@ -294,6 +301,9 @@ async def federation(
     property_allow: tuple[str, ...] = ("127.0.0.1",),
     approve_tsa: bool = False,
     provider_address: str | None = None,
+    service_descriptors: Mapping[SubsystemId, bytes] | None = None,
+    archive_allow: tuple[str, ...] = ("10.1.2.3",),
+    observer: ExchangeObserver | None = None,
 ) -> AsyncIterator[Harness]:
     """The whole federation, started; stopped on exit (module docstring)."""
     async with AsyncExitStack() as stack:
@@ -373,6 +383,10 @@ async def federation(
                     ),
                 ),
                 timestamping_authorities=tsas,
+                service_descriptors=tuple(
+                    ServiceDescriptor(provider=provider, file_descriptor_set=data)
+                    for provider, data in (service_descriptors or {}).items()
+                ),
             ),
             serial=1,
             generated_at=now,
@@ -435,6 +449,7 @@ async def federation(
                 ),
                 ocsp=stapled,
                 admission=admission,
+                observer=observer,
             )
             await gw.start()
             stack.push_async_callback(gw.stop, 0)
@@ -466,7 +481,7 @@ async def federation(
                         allowed_addresses=property_allow,
                         client_cert_sha256=property_cert_sha256,
                     ),
-                    ClientSettings(subsystem=ARCHIVE, allowed_addresses=("10.1.2.3",)),
+                    ClientSettings(subsystem=ARCHIVE, allowed_addresses=archive_allow),
                 ),
                 "max_message_bytes": 64 * 1024,
                 "is_client_ca_pem": is_client_ca_pem,
