@@ -17,11 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from google.protobuf import descriptor_pb2
+
 from adapters.agencies.scenario import CADASTRE, PROPERTY, TAX
 from serai._demoprocs import SERAI, Service, must, run_serai, run_serai_parallel
 from serai._demoreport import Report
 from serai.errors import SeraiError
 from serai.localprocs import free_port, wait_until_published
+from serai_proto.cadastre.v1 import cadastre_pb2
+from serai_proto.property.v1 import property_pb2
+from serai_proto.tax.v1 import tax_pb2
 
 __all__ = [
     "AGENCIES",
@@ -188,10 +193,19 @@ class Federation:
     def register_agencies(self) -> None:
         """Members, then their subsystems, through the registry's management API; then
         the trust anchor every gateway starts from."""
+        folder = self.workdir / "descriptors"
+        folder.mkdir()
+        for agency in AGENCIES:
+            (folder / f"{agency.adapter}.pb").write_bytes(_descriptor_set(agency.adapter))
         rounds = [
             [["registry", "member", "add", a.member, "--name", a.name] for a in AGENCIES],
             [["registry", "subsystem", "add", s] for a in AGENCIES for s in a.subsystems],
-        ]
+            [
+                ["registry", "descriptor", "set", a.provides, "--file",
+                 str(folder / f"{a.adapter}.pb")]
+                for a in AGENCIES
+            ],
+        ]  # fmt: skip
         for commands in rounds:
             for argv, result in zip(
                 commands, run_serai_parallel(commands, env=self.registry_env), strict=True
@@ -199,6 +213,11 @@ class Federation:
                 self.report.check(
                     result.returncode == 0,
                     f"serai {shlex.join(argv[:3])} {argv[3]}"
+                    + (
+                        " (its service descriptors, for reflection)"
+                        if argv[1] == "descriptor"
+                        else ""
+                    )
                     + ("" if result.returncode == 0 else f": {result.stderr.strip()}"),
                 )
         config = self.registry_dir / "registry.toml"
@@ -300,3 +319,13 @@ class Federation:
                 f"{self.gateways[key].agency.gateway_id} grants {target} to {subject}"
                 + ("" if result.returncode == 0 else f": {result.stderr.strip()}"),
             )
+
+
+def _descriptor_set(adapter: str) -> bytes:
+    """The serialized FileDescriptorSet of an adapter's service (with its imports), as
+    the registry publishes it for gRPC reflection and the metaservices."""
+    module = {"tax": tax_pb2, "cadastre": cadastre_pb2, "property": property_pb2}[adapter]
+    found = descriptor_pb2.FileDescriptorSet()
+    for file in (*module.DESCRIPTOR.dependencies, module.DESCRIPTOR):
+        file.CopyToProto(found.file.add())
+    return found.SerializeToString()

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import shlex
-from pathlib import Path
-from typing import Final
-
 from adapters.agencies.scenario import BUYER, CLEAN_PARCEL, CLEAN_SELLER, DEBTOR_SELLER
 from serai._demofederation import NOTARY, Federation
 
 __all__ = ["print_usage"]
-
-#: The wire contracts, for grpcurl (the gateways' IS ports do not offer reflection yet).
-_PROTO_DIR: Final = Path(__file__).resolve().parent.parent / "proto"
 
 
 def print_usage(federation: Federation, adapters: dict[str, str]) -> None:
@@ -28,18 +21,21 @@ def print_usage(federation: Federation, adapters: dict[str, str]) -> None:
     print("  process logs     logs/*.log (JSON event lines)")
     print(
         "\nCall it with grpcurl (not installed here; https://github.com/fullstorydev/grpcurl),"
-        "\ngiving the two x-road headers. The IS port has no gRPC reflection yet, so point"
-        "\ngrpcurl at the .proto files:\n"
+        "\ngiving the two x-road headers. The IS port answers gRPC reflection from the"
+        "\ndescriptors the registry published, so no .proto file is needed:\n"
     )
-    proto = f"-import-path {shlex.quote(str(_PROTO_DIR))}"
     print(
-        f"  grpcurl -plaintext {proto} -proto serai_proto/tax/v1/tax.proto \\\n"
+        "  grpcurl -plaintext -H 'x-road-client: UZ/GOV/MINJUST/property' "
+        f"-H 'x-road-service: UZ/GOV/STC/tax' \\\n    {minjust.is_port} list tax.v1.Tax\n"
+    )
+    print(
+        "  grpcurl -plaintext \\\n"
         f"    -H 'x-road-client: UZ/GOV/MINJUST/property' -H 'x-road-service: UZ/GOV/STC/tax' \\\n"
         f'    -d \'{{"taxpayer_id": "{DEBTOR_SELLER}"}}\' \\\n'
         f"    {minjust.is_port} tax.v1.Tax/GetTaxDebt\n"
     )
     print(
-        f"  grpcurl -plaintext {proto} -proto serai_proto/property/v1/property.proto \\\n"
+        "  grpcurl -plaintext \\\n"
         f"    -H 'x-road-client: {NOTARY}' -H 'x-road-service: UZ/GOV/MINJUST/property' \\\n"
         f'    -d \'{{"request_id": "notary-0142-2026-0001", "cadastral_number": '
         f'"{CLEAN_PARCEL}",\n'
