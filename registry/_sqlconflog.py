@@ -4,14 +4,18 @@ Three tables (schema version 2, :mod:`registry._sqlschema`): ``conflog_entries``
 per leaf: index, serial, the exact envelope bytes, when), ``conflog_nodes`` (every
 perfect subtree completed so far, as :meth:`serai.merkle.Frontier.append` returns them;
 level 0 is the leaf hashes) and ``conflog_heads`` (the signed tree head of every size).
-The size of the log is the ``conflog`` counter row.
+The size of the log is the ``conflog`` counter row. A fourth (version 3),
+``conflog_timestamps``, holds the RFC 3161 token of a head once one was obtained: at
+most one per head, never changed (:func:`_add_timestamp`; a second token for the same
+head, say from another registry process sharing the database, is ignored).
 
 :func:`_append` runs inside one write transaction of the store: it increments the
 counter first (on PostgreSQL its row lock serialises appenders across processes, as the
 audit counter does for changes), rebuilds the right edge from ``popcount(size)`` stored
 nodes, appends the leaf, writes the nodes it completes, signs the new head and stores
-it, and builds the entry's :class:`~registry.conflog.ProofBundle` from the same state.
-So a leaf, its nodes and its head are stored together or not at all.
+it, and builds the entry's :class:`~registry.conflog.ProofBundle` from the same state,
+including the newest time-stamped head and the consistency proof from its size. So a
+leaf, its nodes and its head are stored together or not at all.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from registry._sqlerrors import _refuse
 from registry.conflog import RECENT_PROOFS, HeadSigner, ProofBundle
 from serai.errors import ErrorCode
 from serai.merkle import Frontier, NodeKey, consistency_proof, inclusion_proof, leaf_hash, root_at
+from serai.treehead import SignedTreeHead
 
 
 def _append(
@@ -61,16 +66,59 @@ def _append(
     if sth.head.tree_size != size or sth.head.root_hash != frontier.root():
         raise _refuse(ErrorCode.INTERNAL, "the head signer signed another size or root")
     db.execute("INSERT INTO conflog_heads (tree_size, sth) VALUES (?, ?)", (size, sth.jws))
+    stamped = _timestamped(db)
+    olds = set(range(max(1, size - RECENT_PROOFS), size))
+    if stamped is not None:
+        olds.add(stamped.head.tree_size)  # below size: the new head has no token yet
     return ProofBundle(
         serial=serial,
         leaf_index=index,
         sth=sth.jws,
         inclusion=tuple(inclusion_proof(index, size, nodes)),
-        consistency={
-            old: tuple(consistency_proof(old, size, nodes))
-            for old in range(max(1, size - RECENT_PROOFS), size)
-        },
+        consistency={old: tuple(consistency_proof(old, size, nodes)) for old in sorted(olds)},
+        timestamped=stamped,
     )
+
+
+def _add_timestamp(
+    db: _Connection, dialect: _Dialect, *, tree_size: int, token: bytes, now: dt.datetime
+) -> bool:
+    """Store ``token`` for the head of ``tree_size``; ``False`` when it already had one."""
+    if not db.exists("SELECT 1 FROM conflog_heads WHERE tree_size = ?", (tree_size,)):
+        raise _refuse(ErrorCode.NOT_FOUND, f"the configuration log has no head of size {tree_size}")
+    if db.exists("SELECT 1 FROM conflog_timestamps WHERE tree_size = ?", (tree_size,)):
+        return False
+    db.execute(
+        "INSERT INTO conflog_timestamps (tree_size, token, obtained_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (tree_size) DO NOTHING",
+        (tree_size, token, dialect.time_to_db(now)),
+    )
+    return True
+
+
+def _newest_head(db: _Connection) -> SignedTreeHead | None:
+    """The largest head, with its token when it has one."""
+    rows = db.rows(
+        "SELECT h.sth, t.token FROM conflog_heads h "
+        "LEFT JOIN conflog_timestamps t ON t.tree_size = h.tree_size "
+        "ORDER BY h.tree_size DESC LIMIT 1"
+    )
+    if not rows:
+        return None
+    jws, token = rows[0]
+    return SignedTreeHead(bytes(jws), timestamp_token=None if token is None else bytes(token))
+
+
+def _timestamped(db: _Connection) -> SignedTreeHead | None:
+    """The largest head that has a token, with it."""
+    rows = db.rows(
+        "SELECT h.sth, t.token FROM conflog_timestamps t "
+        "JOIN conflog_heads h ON h.tree_size = t.tree_size "
+        "ORDER BY t.tree_size DESC LIMIT 1"
+    )
+    if not rows:
+        return None
+    return SignedTreeHead(bytes(rows[0][0]), timestamp_token=bytes(rows[0][1]))
 
 
 def _size(db: _Connection) -> int:

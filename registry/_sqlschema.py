@@ -6,9 +6,13 @@ another federation instance.
 
 Versions: 1, the federation, audit log and counters; 2 adds the configuration log
 (``conflog_entries``, ``conflog_nodes``, ``conflog_heads`` and the ``conflog`` counter,
-:mod:`registry._sqlconflog`). Upgrading from 1 creates those (empty: the log starts with
-the next publication) and records version 2, in the same transaction, so a database is
-either still at 1 or wholly at 2.
+:mod:`registry._sqlconflog`); 3 adds ``conflog_timestamps``, the RFC 3161 token of a head
+(at most one per head, referencing it). Upgrading creates whatever the older version
+lacks (empty: the log starts with the next publication, and heads signed before version
+3 stay without a token, covered by the first token on a later head) and records the
+current version, in the same transaction, so a database is either still at its old
+version or wholly at the current one. Every upgrade only adds tables, so
+``CREATE TABLE IF NOT EXISTS`` is the whole migration, the same from any older version.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from registry.errors import RegistryError
 from serai.errors import ErrorCode, Origin
 
 #: Version of the schema this code creates and understands.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 #: Older versions this code upgrades when it opens them.
-_UPGRADABLE: Final = frozenset({1})
+_UPGRADABLE: Final = frozenset({1, 2})
 
 
 def _create_or_check(db: _Connection, dialect: _Dialect, instance: str, where: str) -> None:
@@ -116,4 +120,8 @@ def _schema(dialect: _Dialect) -> list[str]:
         f" node_index BIGINT NOT NULL, hash {blob} NOT NULL, PRIMARY KEY (level, node_index))",
         f"CREATE TABLE IF NOT EXISTS conflog_heads (tree_size BIGINT PRIMARY KEY, sth {blob}"
         " NOT NULL)",
+        # version 3: time-stamps of the configuration log's heads
+        "CREATE TABLE IF NOT EXISTS conflog_timestamps ("
+        " tree_size BIGINT PRIMARY KEY REFERENCES conflog_heads (tree_size),"
+        f" token {blob} NOT NULL, obtained_at {timestamp} NOT NULL)",
     ]

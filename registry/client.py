@@ -30,7 +30,17 @@ stores. A candidate envelope replaces the held copy only if, in this order:
    bundle's proofs from recent sizes, else ``conflog/consistency/<old>/<new>``). A
    failed check is ``globalconf_equivocation`` (a split view, a forged head, a
    configuration outside its head); a bundle or proof that cannot be fetched is
-   ``globalconf_unavailable``. Either way the held copy stays in force.
+   ``globalconf_unavailable``. Either way the held copy stays in force. When the bundle
+   carries a time-stamped head (:func:`registry.conflog.verify_timestamped`), that head
+   must pass the same head checks and be a prefix of the bundle's head
+   (``globalconf_equivocation``), and its RFC 3161 token must verify against the
+   approved TSAs of the configuration being installed: ``timestamp_invalid`` otherwise,
+   the code for a token that does not verify everywhere in Serai. It is neither an
+   equivocation (the head itself verified and is consistent: nothing says the registry
+   split the view, and that alarm must stay reserved for a split view) nor an outage
+   (retrying will not help while the bytes are wrong): it is tampered or misattributed
+   evidence, refused like a tampered signature. A bundle without a token is accepted
+   (the TSA was down, or the federation approves none).
 
 Invariants:
 
@@ -47,9 +57,10 @@ Invariants:
   ignored with a ``globalconf_cache_ignored`` event; it is overwritten by the next good
   download.
 * The heads of the configuration log the client accepted (the largest always, and the
-  :data:`~registry.conflog.MAX_SEEN_HEADS` newest) are kept in ``cache_dir``
-  (:data:`HEADS_FILE_NAME`, written before the configuration they admit), so a restart
-  does not forget them; every one is a prefix of the largest. Trust on first use: a
+  :data:`~registry.conflog.MAX_SEEN_HEADS` newest, and the newest time-stamped one with
+  its token) are kept in ``cache_dir`` (:data:`HEADS_FILE_NAME`, written before the
+  configuration they admit), so a restart does not forget them; every one is a prefix
+  of the largest. Trust on first use: a
   client with no head yet (a new gateway, or a cache from before the log) accepts the
   first head whose signature and inclusion verify, and checks every later one against
   it. When the anchor names no configuration log (anchors of registries that keep
@@ -95,6 +106,7 @@ from registry.conflog import (
     decode_consistency,
     log_id_for,
     verify_entry,
+    verify_timestamped,
 )
 from registry.errors import ConfigurationError
 from registry.signing import verify_signed_configuration
@@ -357,6 +369,8 @@ class ClientStatus:
     last_error: ConfigurationError | None
     #: Size of the largest configuration log head seen (``None`` before the first).
     log_tree_size: int | None = None
+    #: Size of the largest head seen with a verified time-stamp (``None``: none yet).
+    log_timestamped_size: int | None = None
 
 
 class GlobalConfigurationClient:
@@ -408,6 +422,12 @@ class GlobalConfigurationClient:
         """The configuration log heads accepted, smallest first (evidence)."""
         return self._heads.heads
 
+    @property
+    def timestamped_head(self) -> SignedTreeHead | None:
+        """The largest accepted head whose RFC 3161 token verified, with the token: an
+        auditor's proof of when every configuration up to its size existed."""
+        return self._heads.timestamped
+
     # -- reading ------------------------------------------------------------------------------
 
     def current(self) -> ConfigurationSnapshot:
@@ -445,6 +465,9 @@ class GlobalConfigurationClient:
             last_success_at=self._last_success_at,
             last_error=self._last_error,
             log_tree_size=largest.tree_size if (largest := self._heads.largest) else None,
+            log_timestamped_size=(
+                stamped.head.tree_size if (stamped := self._heads.timestamped) else None
+            ),
         )
 
     async def wait_for_change(self, *, after_serial: int | None) -> ConfigurationSnapshot:
@@ -551,11 +574,11 @@ class GlobalConfigurationClient:
             candidate = await asyncio.to_thread(self._trusted.check, envelope, now=self._clock())
             if candidate is None:
                 return False
-            sth = await self._logged_head(envelope, candidate.held.snapshot.serial)
-            heads = self._heads.with_head(sth) if sth is not None else self._heads
+            logged = await self._logged_heads(envelope, candidate.held.snapshot)
+            heads = logged if logged is not None else self._heads
             previous = self._trusted.snapshot
             try:
-                if sth is not None:
+                if logged is not None:
                     await asyncio.to_thread(atomic_write, self._heads_path, heads.encode())
                 await asyncio.to_thread(atomic_write, self._cache_path, envelope)
             except OSError as exc:
@@ -577,9 +600,13 @@ class GlobalConfigurationClient:
         self._notify(snapshot)
         return True
 
-    async def _logged_head(self, envelope: bytes, serial: int) -> SignedTreeHead | None:
-        """The head admitting ``envelope`` into the log (rule 7), ``None`` when an
-        unlogged configuration is still acceptable; raises the rule's refusal."""
+    async def _logged_heads(
+        self, envelope: bytes, snapshot: ConfigurationSnapshot
+    ) -> SeenHeads | None:
+        """The heads seen with the one admitting ``envelope`` into the log (and the
+        bundle's time-stamped head) added (rule 7), ``None`` when an unlogged
+        configuration is still acceptable; raises the rule's refusal."""
+        serial = snapshot.serial
         try:
             data = await self._fetch_log(bundle_path(serial))
         except ConfigurationError as exc:
@@ -610,7 +637,15 @@ class GlobalConfigurationClient:
                     await self._fetch_log(consistency_path(old, new)), old, new
                 )
         self._heads.check(head, proof)
-        return SignedTreeHead(bundle.sth)
+        heads = self._heads.with_head(SignedTreeHead(bundle.sth))
+        stamped = verify_timestamped(
+            bundle,
+            head,
+            snapshot=snapshot,
+            signing_certificates=self._anchor.signing_certificates,
+            log_id=self._log_id,
+        )
+        return heads if stamped is None else heads.with_head(stamped)
 
     async def _fetch_log(self, path: str) -> bytes:
         """A configuration log resource beside the configuration (``unavailable`` when

@@ -7,6 +7,10 @@ process's own) with
 - gauges read from the last publication at scrape time: the configuration serial,
   its age and the seconds until it expires, the members, subsystems and gateways it
   lists, and the size of the configuration log;
+- ``serai_registry_conflog_timestamp_age_seconds``: seconds since the newest
+  configuration-log head that has an RFC 3161 token was signed (its ``time``), so it
+  grows while the TSA is down and falls back when a token arrives (no sample before the
+  first token);
 - ``serai_registry_api_calls_total{method, code}``, counted by
   :class:`ApiCallCounter`, a gRPC interceptor on the management port. ``method`` is a
   method of the management, health or reflection service, else ``other`` (a client
@@ -26,7 +30,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter
 
 from registry.publisher import PublicationLoop, PublishedConfiguration
-from serai.metrics import GaugeReading, StateGauges, bounded
+from serai.metrics import GaugeReading, StateGauges, bounded, seconds_since
+from serai.treehead import SignedTreeHead
 
 __all__ = ["ApiCallCounter", "readiness_reasons", "registry_metrics"]
 
@@ -88,8 +93,10 @@ def registry_metrics(
     publication: PublicationLoop,
     *,
     clock: Callable[[], dt.datetime] = _utc_now,
+    conflog_timestamped: Callable[[], SignedTreeHead | None] = lambda: None,
 ) -> None:
-    """Add the publication counter and the state gauges (module docstring)."""
+    """Add the publication counter and the state gauges (module docstring);
+    ``conflog_timestamped`` gives the newest time-stamped configuration-log head."""
 
     def current() -> PublishedConfiguration | None:
         return publication.publisher.current
@@ -128,6 +135,16 @@ def registry_metrics(
          field(lambda p: 0 if p.bundle is None else p.bundle.leaf_index + 1)),
     ):  # fmt: skip
         gauges.add(name, text, read)
+
+    def timestamp_age() -> GaugeReading:
+        stamped = conflog_timestamped()
+        return seconds_since(None if stamped is None else stamped.head.time, clock())
+
+    gauges.add(
+        "serai_registry_conflog_timestamp_age_seconds",
+        "Seconds since the newest time-stamped configuration log head was signed.",
+        timestamp_age,
+    )
 
 
 def readiness_reasons(

@@ -25,6 +25,12 @@ Guarantees:
    happen. Heads are signed with the configuration signing key (EC P-256 or Ed25519:
    a :class:`Publisher` refuses another key with ``invalid_config``) and its
    certificate alone as ``x5c``, the one gateways hold in their trust anchor.
+6. Publication never waits for a TSA. The bundle carries the newest head the store
+   holds a token for (obtained in the background by
+   :class:`registry._conflogstamp.ConflogTimestamper`), and only if that token verifies
+   against the approved TSAs of the configuration published with it
+   (:func:`registry.conflog.verify_head_timestamp`, what gateways check); otherwise the
+   bundle goes without a token (event ``conflog_timestamp_withheld``), never refused.
 
 :class:`PublicationLoop` drives it on the asyncio loop: once at start, after every
 change (bursts coalesce into one publication), and every interval; the blocking work
@@ -52,11 +58,13 @@ from cryptography import x509
 from certs.keys import PrivateKey
 from registry.codec import encode_configuration
 from registry.config import CURRENT_PATH, DEFAULT_HISTORY_KEEP, DEFAULT_VALIDITY_S
-from registry.conflog import BUNDLE_DIR, ProofBundle, log_id_for
+from registry.conflog import BUNDLE_DIR, ProofBundle, log_id_for, verify_head_timestamp
 from registry.model import GlobalConfiguration
 from registry.signing import sign_configuration
+from registry.snapshot import ConfigurationSnapshot
 from registry.store import RegistryStore
 from serai.cliutil import log_event
+from serai.errors import ErrorCode, SeraiError
 from serai.fileio import atomic_write
 from serai.treehead import SignedTreeHead, TreeHead, TreeHeadSigner
 
@@ -94,6 +102,11 @@ class PublishedConfiguration:
     members: int = 0
     subsystems: int = 0
     gateways: int = 0
+    #: The configuration indexed as gateways index it, once published (its approved
+    #: TSAs time-stamp the configuration log's heads).
+    snapshot: ConfigurationSnapshot | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
 
 
 class Publisher:
@@ -134,6 +147,9 @@ class Publisher:
 
     def generate(self) -> PublishedConfiguration:
         """A freshly signed configuration of the store's current state (not written)."""
+        return self._generate()[0]
+
+    def _generate(self) -> tuple[PublishedConfiguration, GlobalConfiguration]:
         federation = self._store.federation()
         serial = self._store.next_serial()
         generated_at = self._clock().replace(microsecond=0)
@@ -145,7 +161,7 @@ class Publisher:
         )
         data = encode_configuration(conf)
         envelope = sign_configuration(data, key=self._key, certificate=self._certificate)
-        return PublishedConfiguration(
+        published = PublishedConfiguration(
             instance=federation.instance,
             serial=serial,
             generated_at=conf.generated_at,
@@ -156,16 +172,19 @@ class Publisher:
             subsystems=len(federation.subsystems),
             gateways=len(federation.gateways),
         )
+        return published, conf
 
     def publish(self) -> PublishedConfiguration:
         """Generate a configuration, append it to the configuration log, and write it
         and its proof bundle atomically into the publish directory."""
         with self._lock:
-            generated = self.generate()
+            generated, conf = self._generate()
+            snapshot = _snapshot(conf)
             bundle = self._store.conflog_append(
                 serial=generated.serial, envelope=generated.envelope, sign_head=self._sign_head
             )
-            published = dataclasses.replace(generated, bundle=bundle)
+            bundle = _checked_timestamp(bundle, snapshot)
+            published = dataclasses.replace(generated, bundle=bundle, snapshot=snapshot)
             history = self.publish_dir / _HISTORY_DIR
             (history / BUNDLE_DIR).mkdir(parents=True, exist_ok=True)
             atomic_write(history / BUNDLE_DIR / str(published.serial), bundle.encode(), mode=0o644)
@@ -190,6 +209,37 @@ class Publisher:
         for serial in serials[: -self.history_keep]:
             (history / BUNDLE_DIR / str(serial)).unlink(missing_ok=True)
             (history / str(serial)).unlink(missing_ok=True)
+
+
+def _snapshot(conf: GlobalConfiguration) -> ConfigurationSnapshot | None:
+    """``conf`` indexed, or ``None`` when it cannot be (gateways will refuse it with
+    ``globalconf_invalid``; the time-stamping is not what should report that)."""
+    try:
+        return ConfigurationSnapshot(conf)
+    except SeraiError:
+        return None
+
+
+def _checked_timestamp(bundle: ProofBundle, snapshot: ConfigurationSnapshot | None) -> ProofBundle:
+    """``bundle``, without its time-stamped head unless the token verifies against the
+    configuration published with it (guarantee 6)."""
+    stamped = bundle.timestamped
+    if stamped is None:
+        return bundle
+    try:
+        if snapshot is None:
+            raise SeraiError("the configuration cannot be indexed", code=ErrorCode.INTERNAL)
+        verify_head_timestamp(stamped, snapshot)
+    except SeraiError as exc:
+        log_event(
+            "conflog_timestamp_withheld",
+            serial=bundle.serial,
+            tree_size=stamped.head.tree_size,
+            code=exc.code.value,
+            message=exc.message,
+        )
+        return bundle.without_timestamp()
+    return bundle
 
 
 class PublicationLoop:

@@ -4,7 +4,9 @@
 ``serai.registry.v1.RegistryManagement`` over a :class:`~registry.store.RegistryStore`;
 :class:`RegistryServer` runs it with the gRPC health and reflection services, the HTTP
 app serving the publish directory (and the configuration log's consistency proofs, from
-the store), and the :class:`~registry.publisher.PublicationLoop`.
+the store), the :class:`~registry.publisher.PublicationLoop`, and the background task
+that has the configuration log's heads time-stamped by the federation's approved TSAs
+(:class:`registry._conflogstamp.ConflogTimestamper`, woken by each publication).
 
 Guarantees of every rpc:
 
@@ -43,6 +45,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CollectorRegistry
 
+from registry._conflogstamp import ConflogTimestamper
 from registry.codec import ca_from_proto, ca_to_proto, tsa_from_proto, tsa_to_proto
 from registry.conflog import encode_consistency
 from registry.errors import ConfigurationError, RegistryError
@@ -512,11 +515,17 @@ class RegistryServer:
         regeneration_interval_s: float,
         metrics_listen: tuple[str, int] | None = None,
     ) -> None:
+        #: Has the configuration log's heads time-stamped, after each publication.
+        self.timestamps = ConflogTimestamper(
+            store=store,
+            executor=executor,
+            snapshot=lambda: None if (p := publisher.current) is None else p.snapshot,
+        )
         self.publication = PublicationLoop(
             publisher,
             executor=executor,
             interval_s=regeneration_interval_s,
-            on_published=_log_publication,
+            on_published=self._published,
         )
         self.service = RegistryManagementService(
             store=store,
@@ -536,7 +545,11 @@ class RegistryServer:
         self.http_port = 0
         #: The process's metrics (never the library's global registry).
         self.metrics = CollectorRegistry()
-        registry_metrics(self.metrics, self.publication)
+        registry_metrics(
+            self.metrics,
+            self.publication,
+            conflog_timestamped=lambda: self.timestamps.timestamped_head,
+        )
         self._api_calls = ApiCallCounter(self.metrics, methods=_known_methods())
         self._ops = (
             None
@@ -577,7 +590,12 @@ class RegistryServer:
             self.metrics_port = self._ops.port
         await server.start()
         self.publication.start()
+        await self.timestamps.start()
         await mark_serving(health_servicer, SERVICE_NAME)
+
+    def _published(self, published: PublishedConfiguration) -> None:
+        _log_publication(published)
+        self.timestamps.published()
 
     async def _consistency(self, old_size: int, new_size: int) -> bytes | None:
         """The configuration log's consistency proof resource, from the store's thread."""
@@ -599,6 +617,7 @@ class RegistryServer:
             await self._grpc.stop(grace_s)
             self._grpc = None
         await self.publication.stop()
+        await self.timestamps.stop()
         if self._http is not None:
             await self._http.cleanup()
             self._http = None

@@ -49,6 +49,8 @@ that state. What it guarantees, for both databases:
   leaf, the nodes it completes and the signed head of the new size in one write
   transaction whose first statement increments the ``conflog`` counter (serialising
   appenders as the audit counter serialises changes); see :mod:`registry._sqlconflog`.
+  :meth:`SqlRegistryStore.conflog_add_timestamp` attaches an RFC 3161 token to a stored
+  head, at most once per head.
 * **One instance.** The database records its federation instance when created; opening
   it for another instance, or with another schema version, is refused.
 * **Wrapped failures.** Driver errors (``sqlite3.Error``, ``psycopg.Error``) surface as
@@ -76,7 +78,17 @@ from registry._sqlchecks import (
     _check_tsa,
     _TrustedCAs,
 )
-from registry._sqlconflog import _append, _consistency, _entry, _head, _root, _size
+from registry._sqlconflog import (
+    _add_timestamp,
+    _append,
+    _consistency,
+    _entry,
+    _head,
+    _newest_head,
+    _root,
+    _size,
+    _timestamped,
+)
 from registry._sqlcore import Clock, _SqlStoreCore
 from registry._sqldialect import (
     _POSTGRES,
@@ -130,6 +142,7 @@ from serai.identifiers import (
     SubsystemId,
     parse_instance,
 )
+from serai.treehead import SignedTreeHead
 
 __all__ = ["SqlRegistryStore"]
 
@@ -695,3 +708,22 @@ class SqlRegistryStore(_SqlStoreCore):
         """Serial and envelope bytes of the log's entry ``index``."""
         with self._transaction("read a configuration log entry") as db:
             return _entry(db, index)
+
+    def conflog_add_timestamp(self, tree_size: int, token: bytes) -> bool:
+        """Attach the RFC 3161 ``token`` (DER, verified by the caller) to the head of
+        ``tree_size``; ``False`` when that head already had one (kept), ``not_found``
+        when there is no such head."""
+        with self._transaction("store a configuration log time-stamp", write=True) as db:
+            return _add_timestamp(
+                db, self._dialect, tree_size=tree_size, token=token, now=self._now()
+            )
+
+    def conflog_newest_head(self) -> SignedTreeHead | None:
+        """The largest head of the log, with its token if it has one (``None``: empty)."""
+        with self._transaction("read the newest configuration log head") as db:
+            return _newest_head(db)
+
+    def conflog_timestamped_head(self) -> SignedTreeHead | None:
+        """The largest head that has a token, with it (``None`` before the first)."""
+        with self._transaction("read the newest time-stamped configuration log head") as db:
+            return _timestamped(db)

@@ -25,7 +25,10 @@ Contract, for every implementation:
   appenders are serialised across processes, and a serial is appended at most once.
   Leaves, nodes and heads are never changed afterwards; proofs between any two sizes up
   to :meth:`RegistryStore.conflog_size` come from the stored nodes (``not_found``
-  beyond it).
+  beyond it). A head gets at most one RFC 3161 token
+  (:meth:`RegistryStore.conflog_add_timestamp`), never changed once stored; every
+  bundle appended carries the largest head that had one at the time, with its token and
+  the consistency proof from its size.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Protocol
 from registry.conflog import HeadSigner, ProofBundle
 from registry.model import ApprovedCA, ApprovedTSA, Federation, Gateway, GlobalGroup, Member
 from serai.identifiers import GatewayId, GlobalGroupId, MemberId, Subject, SubsystemId
+from serai.treehead import SignedTreeHead
 
 __all__ = ["AuditEntry", "Change", "RegistryStore"]
 
@@ -131,5 +135,8 @@ class RegistryStore(Protocol):
     def conflog_consistency(self, old_size: int, new_size: int) -> Sequence[bytes]: ...
     def conflog_head(self, size: int) -> bytes: ...
     def conflog_entry(self, index: int) -> tuple[int, bytes]: ...
+    def conflog_add_timestamp(self, tree_size: int, token: bytes) -> bool: ...
+    def conflog_newest_head(self) -> SignedTreeHead | None: ...
+    def conflog_timestamped_head(self) -> SignedTreeHead | None: ...
 
     def close(self) -> None: ...

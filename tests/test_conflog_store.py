@@ -108,6 +108,8 @@ def test_public_surface() -> None:
         "log_id_for",
         "verify_entry",
         "verify_head",
+        "verify_head_timestamp",
+        "verify_timestamped",
     }
     assert log_id_for("UZ") == "UZ/registry-conf"
 
@@ -215,13 +217,16 @@ def test_the_log_survives_reopening_and_two_stores_share_it(
 
 # -- the migration ----------------------------------------------------------------------------
 
+#: The configuration log's tables, dependents first (a version 1 database has none).
+_LOG_TABLES = ("conflog_timestamps", "conflog_entries", "conflog_nodes", "conflog_heads")
+
 
 def _version_1_database(path: Path) -> None:
     """A registry database as schema version 1 left it: no conflog tables or counter."""
     SqlRegistryStore.open_sqlite(path, instance="UZ").close()
     raw = sqlite3.connect(path)
     with raw:
-        for table in ("conflog_entries", "conflog_nodes", "conflog_heads"):
+        for table in _LOG_TABLES:
             raw.execute(f"DROP TABLE {table}")
         raw.execute("DELETE FROM counters WHERE name = 'conflog'")
         raw.execute("UPDATE counters SET value = 41 WHERE name = 'serial'")
@@ -230,8 +235,8 @@ def _version_1_database(path: Path) -> None:
 
 
 def test_a_version_1_database_is_upgraded(tmp_path: Path, signer: Signer) -> None:
-    """Rule: opening a version 1 database adds the empty log and records version 2,
-    keeping what was there (the serial counter)."""
+    """Rule: opening a version 1 database adds the empty log (and its time-stamps) and
+    records the current version, keeping what was there (the serial counter)."""
     path = tmp_path / "registry.db"
     _version_1_database(path)
     store = SqlRegistryStore.open_sqlite(path, instance="UZ")
@@ -244,7 +249,7 @@ def test_a_version_1_database_is_upgraded(tmp_path: Path, signer: Signer) -> Non
         store.close()
     raw = sqlite3.connect(path)
     try:
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     finally:
         raw.close()
 
@@ -254,7 +259,7 @@ def test_a_version_1_postgres_database_is_upgraded(signer: Signer) -> None:
     with fresh_database() as dsn:
         SqlRegistryStore.open_postgres(dsn, instance="UZ").close()
         with psycopg.connect(dsn, autocommit=True) as raw:
-            for table in ("conflog_entries", "conflog_nodes", "conflog_heads"):
+            for table in _LOG_TABLES:
                 raw.execute(f"DROP TABLE {table}")
             raw.execute("DELETE FROM counters WHERE name = 'conflog'")
             raw.execute("UPDATE schema_version SET version = 1")
@@ -266,7 +271,7 @@ def test_a_version_1_postgres_database_is_upgraded(signer: Signer) -> None:
         finally:
             store.close()
         with psycopg.connect(dsn) as raw:
-            assert raw.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+            assert raw.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
 
 
 def test_a_newer_schema_is_still_refused(tmp_path: Path) -> None:
@@ -274,12 +279,12 @@ def test_a_newer_schema_is_still_refused(tmp_path: Path) -> None:
     SqlRegistryStore.open_sqlite(path, instance="UZ").close()
     raw = sqlite3.connect(path)
     with raw:
-        raw.execute("UPDATE schema_version SET version = 3")
+        raw.execute("UPDATE schema_version SET version = 4")
     raw.close()
     with pytest.raises(RegistryError) as raised:
         SqlRegistryStore.open_sqlite(path, instance="UZ")
     assert raised.value.code is ErrorCode.INVALID_CONFIG
-    assert "schema version 3" in raised.value.message
+    assert "schema version 4" in raised.value.message
 
 
 # -- the publisher and the HTTP resources ------------------------------------------------------
