@@ -44,13 +44,13 @@ from collections.abc import Callable
 from typing import Final, TypeVar
 
 import aiohttp
-from cryptography import x509
 
-from certs.errors import TimestampError
-from certs.timestamp import TimestampClient
+from certs.timestamp import TimestampToken
 from registry.conflog import verify_head_timestamp
+from registry.model import ApprovedTSA
 from registry.snapshot import ConfigurationSnapshot
 from registry.store import RegistryStore
+from registry.timestamping import timestamp_from_approved_tsas
 from serai.cliutil import log_event
 from serai.errors import ErrorCode, SeraiError
 from serai.treehead import SignedTreeHead
@@ -191,40 +191,22 @@ class ConflogTimestamper:
         """``sth`` with a verified token from the first approved TSA that gives one, that
         TSA's name and the token's genTime; raises ``tsa_unavailable`` naming every
         failure."""
-        tsas = snapshot.approved_tsas
-        if not tsas:
-            raise TimestampError(
-                "the global configuration approves no TSA", code=ErrorCode.TSA_UNAVAILABLE
-            )
-        trust = snapshot.trust_store
-        failures: list[str] = []
-        for tsa in tsas:
-            try:
-                listed = [x509.load_der_x509_certificate(der) for der in tsa.certificates]
-            except ValueError as exc:
-                failures.append(f"{tsa.name}: listed certificate does not parse: {exc}")
-                continue
-            client = TimestampClient(
-                tsa.url,
-                trusted_roots=trust.roots,
-                untrusted=[*listed[1:], *trust.intermediates],
-                timeout_s=self._timeout_s,
-                session=self._session,
-            )
-            try:
-                token = await client.timestamp(sth.jws)
-                stamped = sth.with_timestamp(token.token_der)
-                gen_time = verify_head_timestamp(stamped, snapshot)
-            except SeraiError as exc:
-                failures.append(f"{tsa.name}: {exc}")
-                continue
-            finally:
-                await client.aclose()
-            return stamped, tsa.name, gen_time
-        raise TimestampError(
-            "no approved TSA time-stamped the configuration log head: " + "; ".join(failures),
-            code=ErrorCode.TSA_UNAVAILABLE,
+        checked: list[tuple[SignedTreeHead, dt.datetime]] = []
+
+        def accept(token: TimestampToken, _: ApprovedTSA) -> None:
+            stamped = sth.with_timestamp(token.token_der)
+            checked.append((stamped, verify_head_timestamp(stamped, snapshot)))
+
+        _, tsa = await timestamp_from_approved_tsas(
+            sth.jws,
+            snapshot,
+            what="the configuration log head",
+            session=self._session,
+            timeout_s=self._timeout_s,
+            accept=accept,
         )
+        stamped, gen_time = checked[-1]
+        return stamped, tsa.name, gen_time
 
     # -- the task -------------------------------------------------------------------------
 

@@ -54,13 +54,12 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import aiohttp
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from certs.errors import TimestampError
-from certs.timestamp import TimestampClient, TimestampToken
+from certs.timestamp import TimestampToken
 from gateway.errors import GatewayError
 from registry.snapshot import ConfigurationSnapshot
+from registry.timestamping import timestamp_from_approved_tsas
 from serai.errors import ErrorCode, SeraiError
 from serai.treehead import SignedTreeHead, TreeHead, TreeHeadSigner
 
@@ -405,47 +404,12 @@ def approved_tsa_timestamper(
             raise TimestampError(
                 "no global configuration is in force", code=ErrorCode.TSA_UNAVAILABLE
             )
-        tsas = snapshot.approved_tsas
-        if not tsas:
-            raise TimestampError(
-                "the global configuration approves no TSA", code=ErrorCode.TSA_UNAVAILABLE
-            )
-        trust = snapshot.trust_store
-        failures: list[str] = []
-        for tsa in tsas:
-            try:
-                listed = [x509.load_der_x509_certificate(der) for der in tsa.certificates]
-            except ValueError as exc:
-                failures.append(f"{tsa.name}: listed certificate does not parse: {exc}")
-                continue
-            client = TimestampClient(
-                tsa.url,
-                trusted_roots=trust.roots,
-                untrusted=[*listed[1:], *trust.intermediates],
-                timeout_s=timeout_s,
-                session=session,
-            )
-            try:
-                token = await client.timestamp(data)
-            except TimestampError as exc:
-                failures.append(f"{tsa.name}: {exc}")
-                continue
-            finally:
-                await client.aclose()
-            if _der(token.tsa_certificate) != tsa.certificates[0]:
-                failures.append(f"{tsa.name}: token signed by a certificate it is not listed with")
-                continue
-            return token
-        raise TimestampError(
-            "no approved TSA time-stamped the tree head: " + "; ".join(failures),
-            code=ErrorCode.TSA_UNAVAILABLE,
+        token, _ = await timestamp_from_approved_tsas(
+            data, snapshot, what="the tree head", session=session, timeout_s=timeout_s
         )
+        return token
 
     return timestamp
-
-
-def _der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def _to_millis(when: dt.datetime) -> dt.datetime:
