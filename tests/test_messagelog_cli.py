@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import gateway.messagelog.cli as cli_module
+import gateway.messagelog.retention as retention_module
 from gateway.commit import canonical_bytes
 from gateway.config import render_config
 from gateway.messagelog import MessageLog
@@ -86,6 +88,11 @@ def grow(built: Built, source: Source, count: int = 4) -> int:
             await log.close()
 
     return asyncio.run(append())
+
+
+def test_public_surface() -> None:
+    assert cli_module.__all__ == ["register"]
+    assert set(retention_module.__all__) == {"PruneRefusedError", "PruneResult", "prune_exported"}
 
 
 # -- show -----------------------------------------------------------------------------------

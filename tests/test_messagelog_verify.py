@@ -11,8 +11,10 @@ Hypothesis flips arbitrary bytes of stored records, heads and tokens.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import datetime as dt
+import json
 import shutil
 import sqlite3
 import tempfile
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -426,6 +429,33 @@ def test_without_configurations_nothing_can_be_judged(pristine: Built) -> None:
     assert ("tree head 3 (id 1)", "head_signature") in found
     assert ("record 0", "header_certificate") in found
     assert "no global configuration in the evidence was in force" in str(report.failures)
+
+
+def test_a_malformed_certificate_fails_whatever_the_warning_filters(
+    source: Source, pristine: Built
+) -> None:
+    """A serial number that is not positive only makes ``cryptography`` warn (pytest
+    turns warnings into errors here, production does not): the head fails either way."""
+    parsed = asn1_x509.Certificate.load(
+        source.log_chain[0].public_bytes(serialization.Encoding.DER)
+    )
+    parsed["tbs_certificate"]["serial_number"] = -parsed.serial_number
+    der = parsed.dump(force=True)
+    header = {"alg": "ES256", "typ": "serai-sth+jws", "x5c": [base64.b64encode(der).decode()]}
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    payload = TreeHead(log_id=LOG_ID, tree_size=1, root_hash=b"\x01" * 32, time=now).encode()
+    jws = b".".join(
+        base64.urlsafe_b64encode(part).rstrip(b"=")
+        for part in (
+            json.dumps(header, sort_keys=True, separators=(",", ":")).encode(),
+            payload,
+            b"\x00" * 64,
+        )
+    )
+    verifier = EvidenceVerifier(log_id=LOG_ID, timeline=timeline_for(pristine))
+    assert verifier.check_head(jws, None) is None
+    assert checks(verifier.report) == {("tree head", "head_format")}
+    assert "x5c holds a malformed certificate" in verifier.report.failures[0].message
 
 
 def test_head_signed_for_another_log(pristine: Built, source: Source, tmp_path: Path) -> None:

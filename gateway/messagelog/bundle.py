@@ -621,6 +621,8 @@ def read_proof(data: bytes, path: str, **expected: int) -> list[bytes]:
         raise BundleError(f"{path}: proof is not hex: {exc}") from exc
     if any(len(h) != 32 or h.hex() != s for h, s in zip(hashes, proof, strict=True)):
         raise BundleError(f"{path}: proof hashes must be 32 bytes in lowercase hex")
+    if data != proof_json(**expected, proof=hashes):
+        raise BundleError(f"{path} is not in the one encoding a proof file has")
     return hashes
 
 

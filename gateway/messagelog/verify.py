@@ -50,6 +50,9 @@ What each check establishes (``check`` names, as reported):
     outside the evidence is counted as unpaired, not failed).
 ``body_digest``
     The header's ``body_sha256`` is the record's, and a kept body has the signed length.
+``malformed_certificate``
+    No certificate of the evidence is one ``cryptography`` only tolerates with a
+    deprecation warning (such as a serial number that is not positive).
 ``record_time``
     The header was not created later than the time-stamp that covers the record (beyond
     ``max_skew_s``): a record cannot be signed after the log committed to it.
@@ -64,12 +67,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import itertools
 import json
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, NoReturn, TypeVar
@@ -80,6 +85,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.utils import CryptographyDeprecationWarning
 
 from certs.errors import PKIError, TimestampError
 from certs.ocsp_client import DEFAULT_MAX_AGE_S
@@ -284,9 +290,15 @@ class EvidenceVerifier:
         head's claimed values, or ``None`` when the JWS does not even decode."""
         self.report.heads += 1
         try:
-            sth = SignedTreeHead(jws)
+            with _malformed_certificates_refused():
+                sth = SignedTreeHead(jws)
         except TreeHeadError as exc:
             self.fail(subject or "tree head", "head_format", exc.message)
+            return None
+        except CryptographyDeprecationWarning as exc:
+            self.fail(
+                subject or "tree head", "head_format", f"x5c holds a malformed certificate: {exc}"
+            )
             return None
         head = sth.head
         subject = subject or f"tree head {head.tree_size}"
@@ -529,10 +541,23 @@ class EvidenceVerifier:
 
     def _run(self, subject: str, check: Callable[[], _T]) -> _T | None:
         try:
-            return check()
+            with _malformed_certificates_refused():
+                return check()
         except _CheckFailedError as exc:
             self.fail(subject, exc.check, exc.message)
-            return None
+        except CryptographyDeprecationWarning as exc:
+            self.fail(subject, "malformed_certificate", str(exc))
+        return None
+
+
+@contextlib.contextmanager
+def _malformed_certificates_refused() -> Iterator[None]:
+    """``cryptography`` only warns about some malformed certificates (a serial number
+    that is not positive, for one) that it will refuse in a later release: evidence
+    holding one fails now, the same way whatever the warning filters are."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        yield
 
 
 def _check_token_encoding(token: bytes, listed: set[bytes]) -> None:
