@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -390,6 +391,55 @@ def test_another_registry_anchor_trusts_nothing_in_the_bundle(bundle: Path, sour
     assert ("configurations/1.bin", "configuration") in checks(report)
     assert "globalconf_unknown_signer" in str(report.failures)
     assert ("record 0", "header_certificate") in checks(report)
+
+
+# -- decoders at the trust boundary -----------------------------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 2**64) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300) | _JSON.map(lambda v: json.dumps(v).encode()))
+def test_manifest_decoding_refuses_with_bundle_error_only(data: bytes) -> None:
+    with contextlib.suppress(BundleError):
+        Manifest.decode(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    key=st.sampled_from(["format", "version", "log_id", "records", "tree_heads", "files"]),
+    value=_JSON,
+)
+def test_a_manifest_with_any_value_changed_is_refused_or_checked(
+    bundle: Path, source: Source, key: str, value: object
+) -> None:
+    files = entries(bundle)
+    manifest = json.loads(files[-1][1])
+    manifest[key] = value
+    files[-1] = (MANIFEST_NAME, json.dumps(manifest).encode())
+    with tempfile.TemporaryDirectory() as tmp:
+        report = verify_bundle(write(Path(tmp) / "b.zip", files), anchor=source.anchor)
+    assert not report.ok or manifest == json.loads(entries(bundle)[-1][1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=200) | _JSON.map(lambda v: json.dumps(v).encode()))
+def test_proof_files_are_refused_with_bundle_error_only(data: bytes) -> None:
+    with contextlib.suppress(BundleError):
+        bundle_module.read_proof(data, "inclusion/1.json", index=1, tree_size=2)
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.binary(max_size=2000))
+def test_any_bytes_as_a_bundle_fail_cleanly(source: Source, data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "b.zip").write_bytes(data)
+        report = verify_bundle(Path(tmp) / "b.zip", anchor=source.anchor)
+    assert checks(report) == {("bundle", "bundle_structure")}
 
 
 # -- interoperability -----------------------------------------------------------------------
