@@ -167,6 +167,17 @@ def test_show_by_message_id(built: Built, capsys: pytest.CaptureFixture[str]) ->
     ]
 
 
+def test_show_lists_an_unreadable_record_as_such(
+    built: Built, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert isinstance(built.database, Path)
+    with sqlite3.connect(built.database) as db:
+        db.execute("UPDATE records SET leaf = ? WHERE leaf_index = 3", (b"garbage",))
+    code, out, _ = run(capsys, "log", "show", "--config", built.config, "--json")
+    assert code == 0
+    assert [json.loads(line)["body"] for line in out.splitlines()][3] == "unreadable"
+
+
 def test_show_says_where_to_continue(built: Built, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "log", "show", "--config", built.config, "--limit", "4")
     assert code == 0

@@ -213,7 +213,11 @@ def _bundle_rows(path: Path, args: argparse.Namespace) -> list[dict[str, object]
     with BundleReader.open(path) as bundle:
         manifest = bundle.manifest
         for index in range(max(args.start, manifest.first_index), manifest.end_index):
-            record = decode_canonical(bundle.read(record_path(index)))
+            try:
+                record = decode_canonical(bundle.read(record_path(index)))
+            except GatewayError as exc:  # BundleError, LogRecordFormatError
+                print(f"serai: warning: record {index}: {exc.message}", file=sys.stderr)
+                continue
             row = _record_row(index, record)
             created = row["created_at_value"]
             del row["created_at_value"]
@@ -267,7 +271,10 @@ def _show_row(stored: StoredRecord) -> dict[str, object]:
     if stored.leaf is None:
         body = "pruned"
     else:
-        body = "digest only" if decode_canonical(stored.leaf).body is None else "kept"
+        try:
+            body = "digest only" if decode_canonical(stored.leaf).body is None else "kept"
+        except GatewayError:
+            body = "unreadable"  # `serai log verify` says what is wrong with it
     return {
         "index": stored.index,
         "appended_at": _iso(stored.appended_at),
