@@ -36,6 +36,7 @@ import gateway.messagelog.bundle as bundle_module
 from gateway.commit import RecordKind, canonical_bytes, decode_canonical
 from gateway.headers import RequestHeader, ResponseHeader
 from gateway.messagelog import MessageLog
+from gateway.messagelog.audit import verify_bundle
 from gateway.messagelog.bundle import (
     MANIFEST_NAME,
     BundleError,
@@ -46,7 +47,7 @@ from gateway.messagelog.bundle import (
     export_bundle,
 )
 from gateway.messagelog.timeline import ConfigurationTimeline
-from gateway.messagelog.verify import VerificationReport, verify_bundle
+from gateway.messagelog.verify import VerificationReport
 from serai.errors import ErrorCode
 from tests.messagelogharness import LOG_ID, Built, Source, build_log, exchange_records
 

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import gateway.messagelog.audit as audit_module
 import gateway.messagelog.timeline as timeline_module
 import gateway.messagelog.verify as verify_module
 from certs.keys import generate_private_key
@@ -34,8 +35,9 @@ from certs.profiles import Profile
 from certs.tsa import TimeStampAuthority
 from gateway.commit import LogRecord, RecordKind, canonical_bytes
 from gateway.messagelog import LogCorruptError, MessageLog
+from gateway.messagelog.audit import verify_log
 from gateway.messagelog.timeline import ConfigurationTimeline, read_archive
-from gateway.messagelog.verify import EvidenceVerifier, VerificationReport, verify_log
+from gateway.messagelog.verify import EvidenceVerifier, VerificationReport
 from registry.codec import (
     TrustAnchor,
     decode_anchor,
@@ -119,9 +121,8 @@ def test_public_surface() -> None:
         "Failure",
         "VerificationReport",
         "VerifiedHead",
-        "verify_bundle",
-        "verify_log",
     }
+    assert set(audit_module.__all__) == {"verify_bundle", "verify_log"}
     assert set(timeline_module.__all__) == {
         "ARCHIVE_DIR_NAME",
         "ArchivedConfiguration",

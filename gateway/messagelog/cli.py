@@ -40,6 +40,7 @@ from gateway.commit import LogRecord, RecordKind, decode_canonical
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError
 from gateway.headers import RequestHeader, ResponseHeader
+from gateway.messagelog.audit import verify_bundle, verify_log
 from gateway.messagelog.bundle import (
     DEFAULT_HEAD_INTERVAL_S,
     BundleError,
@@ -53,13 +54,7 @@ from gateway.messagelog.log import MAX_PAGE, MessageLog, MessageLogOptions
 from gateway.messagelog.retention import prune_exported
 from gateway.messagelog.store import StoredRecord, Synchronous
 from gateway.messagelog.timeline import ConfigurationTimeline, add_all, read_archive
-from gateway.messagelog.verify import (
-    EvidenceVerifier,
-    Failure,
-    VerificationReport,
-    verify_bundle,
-    verify_log,
-)
+from gateway.messagelog.verify import EvidenceVerifier, Failure, VerificationReport
 from registry.codec import TrustAnchor, decode_anchor
 from registry.errors import ConfigurationError
 from serai.errors import ConfigError, ErrorCode, InvalidIdentifierError

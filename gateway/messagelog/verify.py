@@ -1,11 +1,10 @@
-"""Checks a message log, live or exported, the way an auditor does (DESIGN §6).
+"""Checks a message log's evidence, piece by piece, the way an auditor does (DESIGN §6).
 
 :class:`EvidenceVerifier` checks evidence one piece at a time and collects every failure
 in a :class:`VerificationReport` instead of stopping at the first: an auditor wants the
 whole list, each failure naming the record index or the tree-head size and the check
-that failed. :func:`verify_bundle` drives it over an evidence bundle, offline, with the
-trust anchor as the only thing trusted; :func:`verify_log` over a live
-:class:`~gateway.messagelog.MessageLog`.
+that failed. :mod:`gateway.messagelog.audit` drives it over an evidence bundle (offline,
+the trust anchor the only thing trusted) and over a live log.
 
 What each check establishes (``check`` names, as reported):
 
@@ -65,26 +64,19 @@ no signature of its own; the tree head vouches for it).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import datetime as dt
 import hashlib
 import hmac
-import itertools
-import json
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final, NoReturn, TypeVar
 
 from asn1crypto import cms, core
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 
 from certs.errors import PKIError, TimestampError
@@ -96,23 +88,8 @@ from certs.validation import member_of, validate_path
 from gateway.commit import LogRecord, RecordKind, decode_canonical
 from gateway.errors import GatewayError
 from gateway.headers import RequestHeader, ResponseHeader
-from gateway.messagelog.bundle import (
-    BundleError,
-    BundleReader,
-    configuration_path,
-    consistency_path,
-    covering_size,
-    derived_certificates,
-    head_path,
-    inclusion_path,
-    read_proof,
-    record_path,
-    token_path,
-)
-from gateway.messagelog.log import MAX_PAGE, MessageLog
+from gateway.messagelog._headerjws import HeaderJwsError, verify_header_jws
 from gateway.messagelog.timeline import ArchivedConfiguration, ConfigurationTimeline
-from registry.codec import TrustAnchor
-from registry.errors import ConfigurationError
 from serai.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
 from serai.treehead import (
     SignedTreeHead,
@@ -127,21 +104,16 @@ __all__ = [
     "Failure",
     "VerificationReport",
     "VerifiedHead",
-    "verify_bundle",
-    "verify_log",
 ]
 
+#: Requests remembered for pairing with their responses: a response further than this
+#: many requests from its own counts as unpaired (a response follows within seconds).
+MAX_PENDING_REQUESTS: Final = 200_000
 #: Tolerance between two clocks (signer and TSA, two gateways), as the gateways allow.
 DEFAULT_MAX_SKEW_S: Final = 60.0
 
 _REQUEST_TYP: Final = "serai-request+jws"
 _RESPONSE_TYP: Final = "serai-response+jws"
-_HEADER_MEMBERS: Final = frozenset({"alg", "typ", "x5c"})
-_B64URL_ALPHABET: Final = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-)
-_P256_BYTES: Final = 32
-_MIN_RSA_BITS: Final = 2048
 _T = TypeVar("_T")
 
 
@@ -443,11 +415,14 @@ class EvidenceVerifier:
 
     def _check_exchange(self, record: LogRecord, covered_at: dt.datetime | None) -> None:
         is_request = record.kind.is_request
-        payload, leaf = _verify_jws(
-            record.header_jws,
-            typ=_REQUEST_TYP if is_request else _RESPONSE_TYP,
-            chain=record.certificate_chain,
-        )
+        try:
+            payload, leaf = verify_header_jws(
+                record.header_jws,
+                typ=_REQUEST_TYP if is_request else _RESPONSE_TYP,
+                chain=record.certificate_chain,
+            )
+        except HeaderJwsError as exc:
+            _fail("header_signature", exc.message)
         header: RequestHeader | ResponseHeader
         try:
             header = RequestHeader.decode(payload) if is_request else ResponseHeader.decode(payload)
@@ -480,6 +455,8 @@ class EvidenceVerifier:
                 message_id=header.message_id,
                 provider_member=str(header.service.subsystem.member),
             )
+            if len(self._requests) > MAX_PENDING_REQUESTS:
+                del self._requests[next(iter(self._requests))]  # the oldest
             expected = str(header.client.member)
             whose = f"the client {header.client}"
         else:
@@ -594,100 +571,6 @@ def _check_token_encoding(token: bytes, listed: set[bytes]) -> None:
             )
 
 
-# -- the header JWS, checked independently of gateway.signing --------------------------------
-
-
-def _verify_jws(jws: bytes, *, typ: str, chain: Sequence[bytes]) -> tuple[bytes, x509.Certificate]:
-    """The verified payload and the leaf certificate of a logged header JWS."""
-    check = "header_signature"
-    if not jws.isascii():
-        _fail(check, "the signed header is not ASCII")
-    parts = jws.decode("ascii").split(".")
-    if len(parts) != 3:
-        _fail(check, f"the signed header is not a compact JWS ({len(parts)} parts, not 3)")
-    protected, payload_part, signature_part = parts
-    try:
-        header = json.loads(_b64url_decode(protected, "protected header"))
-    except ValueError as exc:
-        _fail(check, f"the JWS protected header is not JSON: {exc}")
-    if not isinstance(header, dict) or header.keys() != _HEADER_MEMBERS:
-        _fail(check, "the JWS protected header does not hold exactly alg, typ and x5c")
-    if header["typ"] != typ:
-        _fail(check, f"JWS typ is {str(header['typ'])[:40]!a}, not {typ!r}")
-    x5c = header["x5c"]
-    if not isinstance(x5c, list) or len(x5c) != len(chain) or not chain:
-        _fail(check, "JWS x5c is not the record's certificate chain")
-    for position, (text, der) in enumerate(zip(x5c, chain, strict=True)):
-        if not isinstance(text, str) or _b64_decode(text) != der:
-            _fail(check, f"JWS x5c[{position}] differs from the record's chain[{position}]")
-    leaf = _load_cert(chain[0], check)
-    try:
-        key = leaf.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        _fail(check, f"the signing certificate's key is unusable: {exc}")
-    expected = _algorithm_for(key)
-    if header["alg"] != expected:
-        _fail(
-            check,
-            f"JWS alg {str(header['alg'])[:20]!a} is not the one the signing key makes "
-            f"({expected or 'none'})",
-        )
-    payload = _b64url_decode(payload_part, "payload")
-    signature = _b64url_decode(signature_part, "signature")
-    if not _signature_verifies(key, signature, f"{protected}.{payload_part}".encode("ascii")):
-        _fail(check, "the JWS signature does not verify with the signing certificate's key")
-    return payload, leaf
-
-
-def _b64url_decode(part: str, what: str) -> bytes:
-    if not _B64URL_ALPHABET.issuperset(part):
-        _fail("header_signature", f"JWS {what} is not base64url")
-    try:
-        data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError) as exc:
-        _fail("header_signature", f"JWS {what} is not base64url: {exc}")
-    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != part:
-        _fail("header_signature", f"JWS {what} is not canonical base64url")
-    return data
-
-
-def _b64_decode(text: str) -> bytes | None:
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return data if base64.b64encode(data).decode("ascii") == text else None
-
-
-def _signature_verifies(key: object, signature: bytes, data: bytes) -> bool:
-    try:
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            if len(signature) != 2 * _P256_BYTES:
-                return False
-            r = int.from_bytes(signature[:_P256_BYTES], "big")
-            s = int.from_bytes(signature[_P256_BYTES:], "big")
-            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, data)
-        elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            return False
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-def _algorithm_for(key: object) -> str | None:
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return "ES256" if isinstance(key.curve, ec.SECP256R1) else None
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "EdDSA"
-    if isinstance(key, rsa.RSAPublicKey):
-        return "RS256" if key.key_size >= _MIN_RSA_BITS else None
-    return None
-
-
 # -- small helpers --------------------------------------------------------------------------
 
 
@@ -725,236 +608,3 @@ def _der(cert: x509.Certificate) -> bytes:
 
 def _iso(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-# -- drivers --------------------------------------------------------------------------------
-
-
-def verify_bundle(
-    path: Path, *, anchor: TrustAnchor, log_id: str | None = None
-) -> VerificationReport:
-    """Check the evidence bundle at ``path`` offline, trusting only ``anchor`` (see the
-    module docstring and :mod:`gateway.messagelog.bundle`); with ``log_id``, the bundle
-    must be of that gateway's log."""
-    timeline = ConfigurationTimeline(anchor)
-    try:
-        with BundleReader.open(path) as bundle:
-            report = _BundleCheck(bundle, timeline).run()
-            if log_id is not None and bundle.manifest.log_id != log_id:
-                report.failures.insert(
-                    0,
-                    Failure(
-                        "bundle",
-                        "bundle_structure",
-                        f"the bundle is of log {bundle.manifest.log_id}, not {log_id}",
-                    ),
-                )
-            return report
-    except BundleError as exc:
-        report = VerificationReport()
-        report.failures.append(Failure("bundle", "bundle_structure", exc.message))
-        return report
-
-
-class _BundleCheck:
-    def __init__(self, bundle: BundleReader, timeline: ConfigurationTimeline) -> None:
-        self._bundle = bundle
-        self._timeline = timeline
-        self._manifest = bundle.manifest
-
-    def _read(self, verifier: EvidenceVerifier, path: str) -> bytes | None:
-        try:
-            return self._bundle.read(path)
-        except BundleError as exc:
-            verifier.fail(path, "bundle_file", exc.message)
-            return None
-
-    def run(self) -> VerificationReport:
-        manifest = self._manifest
-        verifier = EvidenceVerifier(log_id=manifest.log_id, timeline=self._timeline)
-        for problem in self._bundle.structure_problems():
-            verifier.fail("bundle", "bundle_structure", problem)
-        configurations = []
-        for serial in manifest.configurations:
-            data = self._read(verifier, configuration_path(serial))
-            if data is not None:
-                configurations.append((configuration_path(serial), data))
-        for path, data in configurations:
-            try:
-                entry = self._timeline.add(data)
-            except ConfigurationError as exc:
-                verifier.fail(path, "configuration", f"{exc.code.value}: {exc.message}")
-                continue
-            if configuration_path(entry.serial) != path:
-                verifier.fail(path, "configuration", f"the file holds serial {entry.serial}")
-        verifier.report.configurations = len(self._timeline)
-        for path, expected in derived_certificates(self._timeline.configurations).items():
-            data = self._read(verifier, path)
-            if data is not None and data != expected:
-                verifier.fail(
-                    path, "bundle_file", "differs from the certificates the configurations list"
-                )
-        heads = self._heads(verifier)
-        self._consistency(verifier, heads)
-        self._records(verifier, heads)
-        return verifier.report
-
-    def _heads(self, verifier: EvidenceVerifier) -> dict[int, VerifiedHead]:
-        heads: dict[int, VerifiedHead] = {}
-        for size in self._manifest.tree_heads:
-            jws = self._read(verifier, head_path(size))
-            token = self._read(verifier, token_path(size))
-            if jws is None:
-                continue
-            if token is None:
-                verifier.fail(f"tree head {size}", "head_timestamp", "its token is missing")
-            checked = verifier.check_head(jws, token, subject=f"tree head {size}")
-            if checked is None:
-                continue
-            if checked.tree_size != size:
-                verifier.fail(
-                    head_path(size), "head_format", f"holds a head of size {checked.tree_size}"
-                )
-                continue
-            heads[size] = checked
-        return heads
-
-    def _consistency(self, verifier: EvidenceVerifier, heads: dict[int, VerifiedHead]) -> None:
-        for old, new in itertools.pairwise(self._manifest.tree_heads):
-            path = consistency_path(old, new)
-            data = self._read(verifier, path)
-            if data is None or old not in heads or new not in heads:
-                continue
-            try:
-                proof = read_proof(data, path, old_size=old, new_size=new)
-            except BundleError as exc:
-                verifier.fail(path, "consistency", exc.message)
-                continue
-            verifier.check_consistency(heads[old], heads[new], proof)
-
-    def _records(self, verifier: EvidenceVerifier, heads: dict[int, VerifiedHead]) -> None:
-        manifest = self._manifest
-        for index in range(manifest.first_index, manifest.end_index):
-            size = covering_size(index, manifest.tree_heads)
-            assert size is not None  # Manifest.decode checks that the last head covers all
-            leaf = self._read(verifier, record_path(index))
-            data = self._read(verifier, inclusion_path(index))
-            if leaf is None or data is None:
-                verifier.report.records += 1
-                continue
-            proof: list[bytes] | None
-            try:
-                proof = read_proof(data, inclusion_path(index), index=index, tree_size=size)
-            except BundleError as exc:
-                verifier.fail(f"record {index}", "inclusion", exc.message)
-                proof = None
-            head = heads.get(size)
-            if head is None:
-                verifier.fail(f"record {index}", "inclusion", f"its tree head {size} is unusable")
-                verifier.report.records += 1
-                continue
-            verifier.check_record(
-                index,
-                leaf,
-                proof=proof,
-                tree_size=size,
-                root=head.root,
-                covered_at=head.timestamped_at,
-            )
-
-
-async def verify_log(
-    log: MessageLog,
-    *,
-    timeline: ConfigurationTimeline,
-    start: int = 0,
-    end: int | None = None,
-) -> VerificationReport:
-    """Check the live ``log`` (records ``start`` to ``end``, exclusive; all by default):
-    every stored tree head and the consistency between them, and every record against
-    the first time-stamped head that covers it (or, for the newest records, the first
-    head, or the tree the stored nodes make). A record's stored leaf hash must be the
-    hash of its bytes; a pruned record is checked by its hash only."""
-    verifier = EvidenceVerifier(log_id=log.log_id, timeline=timeline)
-    size, current_root = await log.tree_state()
-    end = size if end is None else min(end, size)
-    heads = await _live_heads(log, verifier)
-    ordered = [heads[s] for s in sorted(heads)]
-    for old, new in itertools.pairwise(ordered):
-        verifier.check_consistency(
-            old, new, await log.consistency_proof(old.tree_size, new.tree_size)
-        )
-    stamped = [h.tree_size for h in ordered if h.timestamped]
-    signed = [h.tree_size for h in ordered]
-    at = start
-    while at < end:
-        page = await log.records(start=at, end=end, limit=MAX_PAGE)
-        if not page:
-            verifier.fail(f"record {at}", "inclusion", "missing from the store")
-            break
-        for stored in page:
-            covering = covering_size(stored.index, stamped)
-            if covering is None:
-                verifier.report.untimestamped += 1
-                covering = covering_size(stored.index, signed)
-            if covering is None:
-                tree_size, root, covered_at = size, current_root, None
-            else:
-                head = heads[covering]
-                tree_size, root, covered_at = covering, head.root, head.timestamped_at
-            proof = await log.inclusion_proof(stored.index, tree_size)
-            if stored.leaf is None:
-                verifier.check_pruned(
-                    stored.index, stored.leaf_hash, proof=proof, tree_size=tree_size, root=root
-                )
-                continue
-            if leaf_hash(stored.leaf) != stored.leaf_hash:
-                verifier.fail(
-                    f"record {stored.index}",
-                    "stored_hash",
-                    "the stored leaf hash is not the hash of the stored bytes",
-                )
-            verifier.check_record(
-                stored.index,
-                stored.leaf,
-                proof=proof,
-                tree_size=tree_size,
-                root=root,
-                covered_at=covered_at,
-            )
-        at = page[-1].index + 1
-    return verifier.report
-
-
-async def _live_heads(log: MessageLog, verifier: EvidenceVerifier) -> dict[int, VerifiedHead]:
-    """Every stored head checked; one per size (two roots for one size is a failure)."""
-    heads: dict[int, VerifiedHead] = {}
-    after = 0
-    while True:
-        page = await log.tree_heads(after_id=after, limit=MAX_PAGE)
-        for stored in page:
-            subject = f"tree head {stored.tree_size} (id {stored.head_id})"
-            checked = verifier.check_head(
-                stored.signed_head, stored.timestamp_token, subject=subject
-            )
-            if checked is None:
-                continue
-            if checked.tree_size != stored.tree_size or checked.root != stored.root:
-                verifier.fail(
-                    subject, "head_format", "the stored size or root differs from the signed head"
-                )
-            held = heads.get(checked.tree_size)
-            if held is None:
-                heads[checked.tree_size] = checked
-            elif held.root != checked.root:
-                verifier.fail(
-                    subject,
-                    "consistency",
-                    f"two tree heads of size {checked.tree_size} have different roots",
-                )
-            elif not held.timestamped and checked.timestamped:
-                heads[checked.tree_size] = checked
-        if len(page) < MAX_PAGE:
-            break
-        after = page[-1].head_id
-    return heads

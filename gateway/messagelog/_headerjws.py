@@ -1,0 +1,143 @@
+"""An auditor's check of a signed header as the message log keeps it, written apart from
+:mod:`gateway.signing` (which gateways use on the wire) so that the verifier of the
+evidence does not share the signer's code path.
+
+:func:`verify_header_jws` returns the payload and the signing certificate only if: the
+JWS is ASCII, compact (three parts), each part canonical unpadded base64url; the
+protected header is a JSON object with exactly ``alg``, ``typ`` and ``x5c``; ``typ`` is
+the expected one; ``x5c`` is, element by element, the record's certificate chain (leaf
+first); ``alg`` is the one the leaf's key makes (``ES256`` for P-256, ``EdDSA`` for
+Ed25519, ``RS256`` for RSA of at least 2048 bits); and the signature verifies with that
+key over the exact signing input. Certificate validity, revocation and membership are
+the caller's checks (:mod:`gateway.messagelog.verify`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from typing import Final, NoReturn
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+__all__ = ["HeaderJwsError", "verify_header_jws"]
+
+_HEADER_MEMBERS: Final = frozenset({"alg", "typ", "x5c"})
+_B64URL_ALPHABET: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+)
+_P256_BYTES: Final = 32
+_MIN_RSA_BITS: Final = 2048
+
+
+class HeaderJwsError(Exception):
+    """A logged header JWS breaks a rule of the module docstring."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _refuse(message: str) -> NoReturn:
+    raise HeaderJwsError(message)
+
+
+def verify_header_jws(
+    jws: bytes, *, typ: str, chain: Sequence[bytes]
+) -> tuple[bytes, x509.Certificate]:
+    """The verified payload and the leaf certificate of a logged header JWS (module
+    docstring); raises :class:`HeaderJwsError` saying which rule failed."""
+    if not jws.isascii():
+        _refuse("the signed header is not ASCII")
+    parts = jws.decode("ascii").split(".")
+    if len(parts) != 3:
+        _refuse(f"the signed header is not a compact JWS ({len(parts)} parts, not 3)")
+    protected, payload_part, signature_part = parts
+    try:
+        header = json.loads(_b64url_decode(protected, "protected header"))
+    except ValueError as exc:
+        _refuse(f"the JWS protected header is not JSON: {exc}")
+    if not isinstance(header, dict) or header.keys() != _HEADER_MEMBERS:
+        _refuse("the JWS protected header does not hold exactly alg, typ and x5c")
+    if header["typ"] != typ:
+        _refuse(f"JWS typ is {str(header['typ'])[:40]!a}, not {typ!r}")
+    x5c = header["x5c"]
+    if not isinstance(x5c, list) or len(x5c) != len(chain) or not chain:
+        _refuse("JWS x5c is not the record's certificate chain")
+    for position, (text, der) in enumerate(zip(x5c, chain, strict=True)):
+        if not isinstance(text, str) or _b64_decode(text) != der:
+            _refuse(f"JWS x5c[{position}] differs from the record's chain[{position}]")
+    try:
+        leaf = x509.load_der_x509_certificate(chain[0])
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        _refuse(f"the signing certificate does not parse: {exc}")
+    try:
+        key = leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        _refuse(f"the signing certificate's key is unusable: {exc}")
+    expected = _algorithm_for(key)
+    if header["alg"] != expected:
+        _refuse(
+            f"JWS alg {str(header['alg'])[:20]!a} is not the one the signing key makes "
+            f"({expected or 'none'})",
+        )
+    payload = _b64url_decode(payload_part, "payload")
+    signature = _b64url_decode(signature_part, "signature")
+    if not _signature_verifies(key, signature, f"{protected}.{payload_part}".encode("ascii")):
+        _refuse("the JWS signature does not verify with the signing certificate's key")
+    return payload, leaf
+
+
+def _b64url_decode(part: str, what: str) -> bytes:
+    if not _B64URL_ALPHABET.issuperset(part):
+        _refuse(f"JWS {what} is not base64url")
+    try:
+        data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError) as exc:
+        _refuse(f"JWS {what} is not base64url: {exc}")
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != part:
+        _refuse(f"JWS {what} is not canonical base64url")
+    return data
+
+
+def _b64_decode(text: str) -> bytes | None:
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return data if base64.b64encode(data).decode("ascii") == text else None
+
+
+def _signature_verifies(key: object, signature: bytes, data: bytes) -> bool:
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            if len(signature) != 2 * _P256_BYTES:
+                return False
+            r = int.from_bytes(signature[:_P256_BYTES], "big")
+            s = int.from_bytes(signature[_P256_BYTES:], "big")
+            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, data)
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _algorithm_for(key: object) -> str | None:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ES256" if isinstance(key.curve, ec.SECP256R1) else None
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256" if key.key_size >= _MIN_RSA_BITS else None
+    return None
