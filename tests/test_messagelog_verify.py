@@ -261,6 +261,18 @@ def test_many_flipped_bytes_of_stored_heads_and_tokens(
             {("record 5", "inclusion")},
         ),
         (
+            "the message id column",
+            "UPDATE records SET message_id = ? WHERE leaf_index = 2",
+            ("someone-else",),
+            {("record 2", "stored_columns")},
+        ),
+        (
+            "the client column",
+            "UPDATE records SET client = ? WHERE leaf_index = 2",
+            ("UZ/GOV/STC/tax",),
+            {("record 2", "stored_columns")},
+        ),
+        (
             "the stored root of a head",
             "UPDATE tree_heads SET root = ? WHERE head_id = 2",
             (b"\x00" * 32,),

@@ -9,7 +9,9 @@ the entries are exactly those its manifest calls for, in the one order of
 
 :func:`verify_log` judges a live log by the configurations its gateway archived, reads
 through the store's own read transactions (a gateway may keep appending meanwhile), and
-adds ``stored_hash`` (a record's stored leaf hash is the hash of its stored bytes).
+adds ``stored_hash`` (a record's stored leaf hash is the hash of its stored bytes) and
+``stored_columns`` (the columns records are looked up by, such as kind, message id,
+client and service, are those the record's bytes give).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from gateway.commit import LogRecord
 from gateway.messagelog.bundle import (
     BundleError,
     BundleReader,
@@ -31,6 +34,7 @@ from gateway.messagelog.bundle import (
     token_path,
 )
 from gateway.messagelog.log import MAX_PAGE, MessageLog
+from gateway.messagelog.store import StoredRecord, record_meta
 from gateway.messagelog.timeline import ConfigurationTimeline
 from gateway.messagelog.verify import EvidenceVerifier, Failure, VerificationReport, VerifiedHead
 from registry.codec import TrustAnchor
@@ -224,7 +228,7 @@ async def verify_log(
                     "stored_hash",
                     "the stored leaf hash is not the hash of the stored bytes",
                 )
-            verifier.check_record(
+            record = verifier.check_record(
                 stored.index,
                 stored.leaf,
                 proof=proof,
@@ -232,8 +236,31 @@ async def verify_log(
                 root=root,
                 covered_at=covered_at,
             )
+            if record is not None:
+                _check_columns(verifier, stored, record)
         at = page[-1].index + 1
     return verifier.report
+
+
+def _check_columns(verifier: EvidenceVerifier, stored: StoredRecord, record: LogRecord) -> None:
+    """The columns ``serai log show`` and exports by time select on are those the
+    record's bytes give (``stored_columns``)."""
+    meta = record_meta(record)
+    columns = (
+        ("kind", stored.kind, meta.kind),
+        ("message_id", stored.message_id, meta.message_id),
+        ("client", stored.client, meta.client),
+        ("service", stored.service, meta.service),
+        ("method", stored.method, meta.method),
+        ("outcome", stored.outcome, meta.outcome),
+    )
+    differ = [name for name, kept, derived in columns if kept != derived]
+    if differ:
+        verifier.fail(
+            f"record {stored.index}",
+            "stored_columns",
+            f"the stored {', '.join(differ)} differ from what the record's bytes say",
+        )
 
 
 async def _live_heads(log: MessageLog, verifier: EvidenceVerifier) -> dict[int, VerifiedHead]:
