@@ -243,6 +243,10 @@ class EvidenceVerifier:
         self._max_ocsp_age_s = max_ocsp_age_s
         self._skew = dt.timedelta(seconds=max_skew_s)
         self._requests: dict[bytes, _Request] = {}
+        self._tsa_cache: (
+            tuple[int, tuple[list[x509.Certificate], list[x509.Certificate], frozenset[bytes]]]
+            | None
+        ) = None
         self.report = VerificationReport(log_id=log_id, configurations=len(timeline))
 
     @property
@@ -322,8 +326,15 @@ class EvidenceVerifier:
         assert first is not None  # configurations is never empty here
         _fail("head_signature", first.message)
 
-    def _check_timestamp(self, jws: bytes, token: bytes) -> dt.datetime:
+    def _tsa_certificates(
+        self,
+    ) -> tuple[list[x509.Certificate], list[x509.Certificate], frozenset[bytes]]:
+        """Every approved root, the other certificates the configurations list (CA
+        intermediates, TSA chains), and the DER of all of them; kept until the timeline
+        grows (a live log has a head per second)."""
         configurations = self._timeline.configurations
+        if self._tsa_cache is not None and self._tsa_cache[0] == len(configurations):
+            return self._tsa_cache[1]
         roots = _unique_certs(r for e in configurations for r in e.snapshot.trust_store.roots)
         untrusted = _unique_certs(
             [
@@ -336,7 +347,12 @@ class EvidenceVerifier:
                 ),
             ]
         )
-        listed = {_der(c) for c in [*roots, *untrusted]}
+        found = (roots, untrusted, frozenset(_der(c) for c in [*roots, *untrusted]))
+        self._tsa_cache = (len(configurations), found)
+        return found
+
+    def _check_timestamp(self, jws: bytes, token: bytes) -> dt.datetime:
+        roots, untrusted, listed = self._tsa_certificates()
         _check_token_encoding(token, listed)
         try:
             verified = verify_token(
@@ -537,7 +553,7 @@ def _malformed_certificates_refused() -> Iterator[None]:
         yield
 
 
-def _check_token_encoding(token: bytes, listed: set[bytes]) -> None:
+def _check_token_encoding(token: bytes, listed: frozenset[bytes]) -> None:
     """What :func:`certs.timestamp.verify_token` leaves unbound, bound: the parts of the
     token outside the TSA's signature are DER (one encoding), it carries no CRLs, and
     every certificate it embeds is one the configurations list, byte for byte. Without
