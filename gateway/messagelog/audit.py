@@ -142,7 +142,7 @@ class _BundleCheck:
             try:
                 proof = read_proof(data, path, old_size=old, new_size=new)
             except BundleError as exc:
-                verifier.fail(path, "consistency", exc.message)
+                verifier.fail(f"tree heads {old} -> {new}", "consistency", exc.message)
                 continue
             verifier.check_consistency(heads[old], heads[new], proof)
 

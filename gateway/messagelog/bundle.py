@@ -165,7 +165,8 @@ class Manifest:
             raise BundleError(f"{MANIFEST_NAME} is not JSON: {exc}") from exc
         if not isinstance(obj, dict) or obj.keys() != _MANIFEST_KEYS:
             raise BundleError(f"{MANIFEST_NAME} does not hold exactly {sorted(_MANIFEST_KEYS)}")
-        if obj["format"] != BUNDLE_FORMAT or obj["version"] != BUNDLE_VERSION:
+        version = obj["version"]
+        if obj["format"] != BUNDLE_FORMAT or type(version) is not int or version != BUNDLE_VERSION:
             raise BundleError(
                 f"not a {BUNDLE_FORMAT} of version {BUNDLE_VERSION} "
                 f"({str(obj['format'])[:40]!a} version {str(obj['version'])[:10]!a})"
