@@ -77,24 +77,45 @@ def register(subparsers: Any) -> None:
     )
     sub = log.add_subparsers(dest="log_command", metavar="SUBCOMMAND", required=True)
     config = argparse.ArgumentParser(add_help=False)
-    config.add_argument("--config", type=Path, required=True, help="the gateway's gateway.toml")
+    config.add_argument(
+        "--config", type=Path, required=True, metavar="FILE", help="the gateway's gateway.toml"
+    )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
 
     show = sub.add_parser("show", parents=[as_json], help="list records")
     source = show.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", type=Path, help="the gateway's gateway.toml (live log)")
-    source.add_argument("--bundle", type=Path, help="an evidence bundle (listed, not verified)")
-    show.add_argument("--message-id", help="only this message id")
-    show.add_argument("--client", type=_subsystem, help="only requests of this client subsystem")
-    show.add_argument("--service", type=_subsystem, help="only requests to this provider subsystem")
-    show.add_argument(
-        "--since", type=_time, help="appended (bundle: created) at or after TIME (ISO 8601)"
+    source.add_argument(
+        "--config", type=Path, metavar="FILE", help="the gateway's gateway.toml (live log)"
     )
-    show.add_argument("--until", type=_time, help="appended (bundle: created) before TIME")
-    show.add_argument("--start", type=_index, default=0, help="from this index on (default 0)")
+    source.add_argument(
+        "--bundle", type=Path, metavar="ZIP", help="an evidence bundle (listed, not verified)"
+    )
+    show.add_argument("--message-id", metavar="ID", help="only this message id")
     show.add_argument(
-        "--limit", type=_positive, default=DEFAULT_SHOW_LIMIT, help="at most N records"
+        "--client", type=_subsystem, metavar="SUBSYSTEM", help="only requests of this client"
+    )
+    show.add_argument(
+        "--service", type=_subsystem, metavar="SUBSYSTEM", help="only requests to this provider"
+    )
+    show.add_argument(
+        "--since",
+        type=_time,
+        metavar="TIME",
+        help="appended (bundle: created) at or after TIME (ISO 8601)",
+    )
+    show.add_argument(
+        "--until", type=_time, metavar="TIME", help="appended (bundle: created) before TIME"
+    )
+    show.add_argument(
+        "--start", type=_index, default=0, metavar="INDEX", help="from this index on (default 0)"
+    )
+    show.add_argument(
+        "--limit",
+        type=_positive,
+        default=DEFAULT_SHOW_LIMIT,
+        metavar="N",
+        help=f"at most N records (default {DEFAULT_SHOW_LIMIT})",
     )
     show.set_defaults(handler=_cmd_show)
 
@@ -110,18 +131,23 @@ def register(subparsers: Any) -> None:
     export.add_argument(
         "--from",
         dest="range_from",
+        metavar="INDEX|TIME",
         help="first record: an index or a time (default: where the last export ended)",
     )
     export.add_argument(
         "--to",
         dest="range_to",
+        metavar="INDEX|TIME",
         help="end (exclusive): an index or a time (default: the latest time-stamped size)",
     )
-    export.add_argument("--out", type=Path, required=True, help="the bundle to write (.zip)")
+    export.add_argument(
+        "--out", type=Path, required=True, metavar="ZIP", help="the bundle to write"
+    )
     export.add_argument(
         "--head-interval-s",
         type=float,
         default=DEFAULT_HEAD_INTERVAL_S,
+        metavar="S",
         help="keep one time-stamped tree head per this many seconds (0: all; default 60)",
     )
     export.set_defaults(handler=_cmd_export)
@@ -129,20 +155,46 @@ def register(subparsers: Any) -> None:
     verify = sub.add_parser(
         "verify", parents=[as_json], help="check a live log (--config) or a bundle (--bundle)"
     )
-    verify.add_argument("--config", type=Path, help="the gateway's gateway.toml (live log)")
-    verify.add_argument("--bundle", type=Path, help="an evidence bundle (offline)")
-    verify.add_argument("--anchor", type=Path, help="the trust anchor (with --bundle)")
     verify.add_argument(
-        "--log-id", help="with --bundle: the gateway whose log it must be (e.g. UZ/GOV/X/gw:main)"
+        "--config", type=Path, metavar="FILE", help="the gateway's gateway.toml (live log)"
     )
-    verify.add_argument("--from", dest="range_from", type=_index, default=0)
-    verify.add_argument("--to", dest="range_to", type=_index, default=None)
+    verify.add_argument("--bundle", type=Path, metavar="ZIP", help="an evidence bundle (offline)")
+    verify.add_argument(
+        "--anchor", type=Path, metavar="FILE", help="the trust anchor (with --bundle)"
+    )
+    verify.add_argument(
+        "--log-id",
+        metavar="GATEWAY_ID",
+        help="with --bundle: the gateway whose log it must be (e.g. UZ/GOV/X/gw:main)",
+    )
+    verify.add_argument(
+        "--from",
+        dest="range_from",
+        type=_index,
+        default=0,
+        metavar="INDEX",
+        help="with --config: first record checked (default 0)",
+    )
+    verify.add_argument(
+        "--to",
+        dest="range_to",
+        type=_index,
+        default=None,
+        metavar="INDEX",
+        help="with --config: end of the records checked, exclusive (default: all)",
+    )
     verify.set_defaults(handler=_cmd_verify)
 
     prune = sub.add_parser(
         "prune", parents=[config], help="drop the bodies of exported records appended before"
     )
-    prune.add_argument("--before", type=_time, required=True, help="TIME (ISO 8601)")
+    prune.add_argument(
+        "--before",
+        type=_time,
+        required=True,
+        metavar="TIME",
+        help="records appended before TIME (ISO 8601), if exported",
+    )
     prune.set_defaults(handler=_cmd_prune)
 
 
