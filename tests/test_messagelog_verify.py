@@ -235,6 +235,7 @@ def test_any_flipped_byte_of_a_stored_head_or_token_is_named(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 @_MANY
 @given(choice=FLIPS)
 def test_many_flipped_bytes_of_stored_records(
@@ -244,6 +245,7 @@ def test_many_flipped_bytes_of_stored_records(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 @_MANY
 @given(choice=FLIPS)
 def test_many_flipped_bytes_of_stored_heads_and_tokens(
