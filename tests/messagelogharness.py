@@ -40,7 +40,7 @@ from tests.gatewayharness import CONSUMER_GW, FAIL, federation
 LOG_ID = str(CONSUMER_GW)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # a short repr in Hypothesis' failure reports
 class Source:
     """Records a real consumer gateway committed, and what signs and vouches for them."""
 
@@ -88,7 +88,7 @@ def exchange_records(tmp_path: Path) -> Source:
     return asyncio.run(run())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Built:
     """A log on disk and the files ``serai log`` needs beside it."""
 
