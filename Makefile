@@ -54,9 +54,12 @@ bench-registry: setup
 	$(PY) tools/bench_globalconf_generate.py
 	$(PY) tools/bench_globalconf_lookups.py
 
-# Calls/s and latency through two gateway processes versus direct to the echo provider.
+# Calls/s, latency and CPU per call through two gateway processes, against direct calls to
+# the echo provider and, when nginx is installed, a pair of nginx doing mutual TLS only
+# (docs/performance.md). Options: `serai bench --help`.
+BENCH_NGINX = $(shell command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx && echo --nginx)
 bench-gateway: setup
-	$(PY) tools/bench_gateway.py
+	$(PY) -m serai.cli bench $(BENCH_NGINX)
 
 bench-messagelog: setup
 	$(PY) tools/bench_merkle.py

@@ -26,6 +26,7 @@ _CLI_MODULES = (
     "gateway.messagelog.cli",
     "adapters.cli",
     "serai.demo",
+    "serai.bench",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -143,6 +143,7 @@ SURFACE: dict[str, set[str]] = {
     "registry.store": {"AuditEntry", "Change", "RegistryStore"},
     "registry.errors": {"ConfigurationError", "RegistryError"},
     "serai.demo": {"register"},
+    "serai.bench": {"BenchSettings", "parse_settings", "register", "run_bench"},
     "adapters.agencies": set(),
     "adapters.agencies.scenario": {
         "BUYER",

@@ -1,0 +1,285 @@
+"""The processes ``serai bench`` measures, brought up on loopback with ``serai`` commands
+as an operator would (and as ``tests/test_gateway_processes.py`` does).
+
+A development PKI with its OCSP responder and time-stamping authority; the registry,
+with two members; the echo provider IS (``tools/echo_provider.py``); a consumer gateway
+(``UZ/GOV/MINJUST/gw:main``, client ``property``) and a provider gateway
+(``UZ/GOV/CADASTRE/gw:main``, provider ``registry`` at the echo provider), each made by
+``serai gateway init`` with its defaults (SQLite message log with
+``synchronous=FULL``, a signed tree head every second, time-stamped by the TSA), and an
+access right for the benchmark method granted with ``serai acl grant``. With nginx,
+the pair of :mod:`serai._benchnginx` in front of the same echo provider.
+
+Every process writes its output to a file in the work directory; each is added to the
+caller's list the moment it starts, so the caller can stop all of them whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import serai
+from serai._benchnginx import (
+    NginxPaths,
+    render_client_config,
+    render_server_config,
+)
+from serai._demoprocs import SERAI, Service, must, run_serai
+from serai.errors import SeraiError
+from serai.localprocs import free_port, wait_until_published
+
+__all__ = [
+    "BENCH_METHOD",
+    "CONSUMER",
+    "ECHO_PROVIDER",
+    "PROVIDER",
+    "Federation",
+    "bring_up",
+    "start_nginx_pair",
+]
+
+CONSUMER: Final = "UZ/GOV/MINJUST/property"
+PROVIDER: Final = "UZ/GOV/CADASTRE/registry"
+#: The method the bench calls; the echo provider answers any unary method with its body.
+BENCH_METHOD: Final = "/bench.v1.Bench/Echo"
+_GATEWAYS: Final = ("UZ/GOV/MINJUST/gw:main", "UZ/GOV/CADASTRE/gw:main")
+#: The echo provider, beside the ``serai`` package in a source checkout.
+ECHO_PROVIDER: Final = Path(serai.__file__).resolve().parent.parent / "tools" / "echo_provider.py"
+_NGINX_READY_S: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Federation:
+    """Where the bench sends its calls, and the processes it charges CPU time to."""
+
+    direct: str  # the echo provider
+    gateways: str  # the consumer gateway's IS port
+    nginx: str | None  # the client-side nginx, when there is a pair
+    pids: dict[str, int]  # role -> pid of every long-running process started
+    log_settings: dict[str, dict[str, object]]  # gateway role -> its gateway_message_log
+
+
+def bring_up(
+    workdir: Path,
+    services: list[Service],
+    *,
+    nginx: Path | None,
+    max_in_flight: int,
+    say: Callable[[str], None],
+) -> Federation:
+    """Start everything under ``workdir``, appending each process to ``services``."""
+    if not ECHO_PROVIDER.is_file():
+        raise SeraiError(f"the echo provider is missing: {ECHO_PROVIDER} (a source checkout)")
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def spawn(name: str, argv: list[str], stopped_event: str) -> Service:
+        service = Service.start(name, argv, log=logs / f"{name}.log", stopped_event=stopped_event)
+        services.append(service)
+        say(f"started {name} (pid {service.pid})")
+        return service
+
+    ocsp_port, tsa_port = free_port(), free_port()
+    pki = workdir / "pki"
+    say("creating the development PKI")
+    must(
+        run_serai(
+            "pki", "init", "--dir", pki, "--instance", "UZ",
+            "--ocsp-url", f"http://127.0.0.1:{ocsp_port}/",
+            "--tsa-url", f"http://127.0.0.1:{tsa_port}/",
+        )
+    )  # fmt: skip
+    ocsp = spawn(
+        "ocsp",
+        [*SERAI, "pki", "ocsp", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{ocsp_port}"],
+        "ocsp_stopped",
+    )
+    tsa = spawn(
+        "tsa",
+        [*SERAI, "pki", "tsa", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{tsa_port}"],
+        "tsa_stopped",
+    )
+    ocsp.wait_for("ocsp_listening")
+    tsa.wait_for("tsa_listening")
+
+    reg = workdir / "registry"
+    must(
+        run_serai(
+            "registry", "init", "--dir", reg, "--instance", "UZ", "--pki", pki,
+            "--grpc-listen", f"127.0.0.1:{free_port()}",
+            "--http-listen", f"127.0.0.1:{free_port()}",
+        )
+    )  # fmt: skip
+    registry = spawn(
+        "registry",
+        [*SERAI, "registry", "serve", "--config", str(reg / "registry.toml")],
+        "registry_stopped",
+    )
+    listening = registry.wait_for("registry_listening")
+    token = workdir / "registry.jwt"
+    must(
+        run_serai(
+            "registry", "token", "issue", "--config", reg / "registry.toml",
+            "--role", "registry-admin", "--subject", "bench", "--out", token,
+        )
+    )  # fmt: skip
+    env = {
+        **os.environ,
+        "SERAI_REGISTRY": str(listening["grpc"]),
+        "SERAI_REGISTRY_TOKEN": token.read_text().strip(),
+    }
+    say("registering the members and subsystems")
+    for member, name, subsystem in (
+        ("UZ/GOV/MINJUST", "Ministry of Justice", CONSUMER),
+        ("UZ/GOV/CADASTRE", "Cadastre Agency", PROVIDER),
+    ):
+        must(run_serai("registry", "member", "add", member, "--name", name, env=env))
+        must(run_serai("registry", "subsystem", "add", subsystem, env=env))
+    anchor = workdir / "anchor.bin"
+    must(run_serai("registry", "anchor", "--config", reg / "registry.toml", "--out", anchor))
+
+    echo = spawn(
+        "echo", [sys.executable, str(ECHO_PROVIDER), "--listen", "127.0.0.1:0"], "echo_stopped"
+    )
+    echo_address = str(echo.wait_for("echo_listening")["listen"])
+
+    say("setting up the two gateways")
+    configs: dict[str, Path] = {}
+    for role, gateway_id, options in (
+        ("consumer", _GATEWAYS[0], ["--client", CONSUMER]),
+        ("provider", _GATEWAYS[1], ["--provider", f"{PROVIDER}={echo_address}"]),
+    ):
+        out = must(
+            run_serai(
+                "gateway", "init", "--dir", workdir / role, "--gateway-id", gateway_id,
+                "--pki", pki, "--anchor", anchor, "--peer-listen", f"127.0.0.1:{free_port()}",
+                "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *options,
+            )
+        )  # fmt: skip
+        command = next(line for line in out.splitlines() if "serai registry gateway add" in line)
+        must(run_serai(*shlex.split(command)[1:], env=env))  # what `gateway init` says to run
+        configs[role] = workdir / role / "gateway.toml"
+    wait_until_published(anchor, set(_GATEWAYS))
+    gateways = {
+        role: spawn(
+            f"gateway-{role}",
+            [*SERAI, "gateway", "serve", "--config", str(configs[role])],
+            "gateway_stopped",
+        )
+        for role in ("consumer", "provider")
+    }
+    at = {role: gateway.wait_for("gateway_listening") for role, gateway in gateways.items()}
+    log_settings = {
+        role: {
+            k: v
+            for k, v in gateway.wait_for("gateway_message_log").items()
+            if k in {"kind", "synchronous"}
+        }
+        for role, gateway in gateways.items()
+    }
+    admin_token = workdir / "gateway.jwt"
+    must(
+        run_serai(
+            "gateway", "token", "issue", "--config", configs["provider"],
+            "--role", "gateway-admin", "--subject", "bench", "--out", admin_token,
+        )
+    )  # fmt: skip
+    must(
+        run_serai(
+            "acl", "grant", PROVIDER, BENCH_METHOD, CONSUMER,
+            "--gateway", str(at["provider"]["admin"]), "--token-file", admin_token,
+        )
+    )  # fmt: skip
+
+    nginx_address = None
+    if nginx is not None:
+        say(f"starting the nginx pair ({nginx})")
+        nginx_address = start_nginx_pair(
+            workdir,
+            services,
+            nginx=nginx,
+            pki=pki,
+            echo=echo_address,
+            max_in_flight=max_in_flight,
+            say=say,
+        )
+    return Federation(
+        direct=echo_address,
+        gateways=str(at["consumer"]["is"]),
+        nginx=nginx_address,
+        pids={service.name: service.pid for service in services},
+        log_settings=log_settings,
+    )
+
+
+def start_nginx_pair(
+    workdir: Path,
+    services: list[Service],
+    *,
+    nginx: Path,
+    pki: Path,
+    echo: str,
+    max_in_flight: int,
+    say: Callable[[str], None],
+) -> str:
+    """Start the server-side nginx (towards the provider at ``echo``), then the
+    client-side one, with certificates from the PKI in ``pki``; the client side's
+    address. Each nginx is appended to ``services`` as it starts."""
+    server_port, client_port = free_port(), free_port()
+    sides = {
+        "server": (server_port, echo, render_server_config),
+        "client": (client_port, f"127.0.0.1:{server_port}", render_client_config),
+    }
+    for side, (port, upstream, render) in sides.items():
+        prefix = workdir / f"nginx-{side}"
+        (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        keys = workdir / "nginx-keys" / side
+        keys.parent.mkdir(exist_ok=True)
+        must(
+            run_serai(
+                "pki", "issue", "--dir", pki, "--profile", "auth",
+                "--subject", f"UZ/GOV/BENCH/gw:nginx-{side}", "--out", keys,
+            )
+        )  # fmt: skip
+        paths = NginxPaths(
+            prefix=prefix,
+            certificate=keys.with_suffix(".pem"),
+            key=keys.with_suffix(".key"),
+            trusted_ca=pki / "ca.pem",
+        )
+        paths.config.write_text(
+            render(paths, listen_port=port, upstream=upstream, max_in_flight=max_in_flight)
+        )
+        process = Service.start(
+            f"nginx-{side}",
+            [str(nginx), "-p", str(prefix), "-e", str(paths.error_log), "-c", str(paths.config)],
+            log=prefix / "stderr.log",
+            stopped_event="nginx_stopped",  # nginx writes no event lines; never found
+        )
+        services.append(process)
+        say(f"started {process.name} (pid {process.pid})")
+        _wait_accepting(process, port, paths.error_log)
+    return f"127.0.0.1:{client_port}"
+
+
+def _wait_accepting(process: Service, port: int, error_log: Path) -> None:
+    deadline = time.monotonic() + _NGINX_READY_S
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            pass
+        if not process.running() or time.monotonic() > deadline:
+            text = error_log.read_text(errors="replace") if error_log.exists() else ""
+            tail = process.log.read_text(errors="replace")
+            raise SeraiError(f"{process.name} did not start: {(text + tail).strip()[-800:]}")
+        time.sleep(0.05)

@@ -1,0 +1,352 @@
+"""``serai bench``: what the gateways cost, measured against direct calls and against an
+nginx pair doing mutual TLS only, in the same run on the same machine.
+
+The bench brings up, as processes on loopback and with ``serai`` commands, a PKI with
+its OCSP responder and time-stamping authority, the registry, an echo provider and two
+gateways with everything on (signing, verification, OCSP, access rights, the SQLite
+message log with synchronous=FULL, tree heads time-stamped every second); with
+``--nginx``, also a pair of nginx servers that only pass gRPC over mutual TLS. For
+each in-flight count of ``--concurrency`` it warms each target up, then drives unary
+calls of ``--payload`` random bytes for ``--duration`` seconds, round after round
+alternating the targets (direct, gateways, nginx, direct, ...) so that drift hits all
+of them alike. It reports calls/s, p50/p90/p99 latency, the ratios gateways/direct and
+gateways/nginx, the latency the hops add, the CPU milliseconds per call of each
+process, and every refused or failed call per round. Every process it started is
+stopped at the end, also on an error, Ctrl-C or SIGTERM. The exit status is 1 when a
+call failed or was refused (the figures count only answered calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+
+from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER, Federation, bring_up
+from serai._benchload import call_once, cpu_sample, drive, open_channel
+from serai._benchnginx import find_nginx
+from serai._benchreport import RoundFigures, render_text, round_figures, summarize
+from serai._demoprocs import Service, stop_all
+from serai.errors import ConfigError, SeraiError
+
+__all__ = ["BenchSettings", "parse_settings", "register", "run_bench"]
+
+#: Bounds that keep a run meaningful: one client process cannot keep more calls in
+#: flight usefully, and the gateways refuse bodies above 4 MiB by default.
+MAX_IN_FLIGHT: Final = 1024
+MAX_PAYLOAD_BYTES: Final = 4 * 1024 * 1024
+MAX_DURATION_S: Final = 3600.0
+MAX_ROUNDS: Final = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchSettings:
+    """A validated ``serai bench`` run."""
+
+    concurrency: tuple[int, ...]  # calls in flight, one level after the other
+    payload_bytes: int
+    duration_s: float  # of each round of each target
+    warmup_s: float  # of each target, before the rounds of each level
+    rounds: int  # per target and level
+    nginx: Path | None  # the nginx executable, when the nginx pair is measured too
+    workdir: Path | None  # keep every file here; None: a temporary folder, removed
+
+
+def register(subparsers: Any) -> None:
+    """Add ``serai bench`` to the top-level parser."""
+    bench = subparsers.add_parser(
+        "bench",
+        help="measure calls/s and latency through two gateways against direct and nginx",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    bench.add_argument(
+        "--concurrency",
+        default="1,64",
+        metavar="N[,N...]",
+        help=f"calls in flight, each level in turn (1..{MAX_IN_FLIGHT}; default %(default)s)",
+    )
+    bench.add_argument(
+        "--payload", default="1024", metavar="BYTES", help="request body (default %(default)s)"
+    )
+    bench.add_argument(
+        "--duration", default="10", metavar="S", help="seconds per round (default %(default)s)"
+    )
+    bench.add_argument(
+        "--warmup",
+        default="2",
+        metavar="S",
+        help="seconds of calls to each target before each level's rounds (default %(default)s)",
+    )
+    bench.add_argument(
+        "--rounds", default="3", metavar="N", help="rounds per target (default %(default)s)"
+    )
+    bench.add_argument(
+        "--nginx",
+        action="store_true",
+        help="also measure a pair of nginx servers doing mutual-TLS grpc_pass only "
+        "(needs nginx installed)",
+    )
+    bench.add_argument(
+        "--workdir",
+        type=Path,
+        metavar="DIR",
+        help="keep every file and process log here (must not exist or be empty; default: "
+        "a temporary folder, removed at the end)",
+    )
+    bench.add_argument("--json", action="store_true", help="print one JSON document")
+    bench.set_defaults(handler=_cmd_bench)
+
+
+def parse_settings(args: argparse.Namespace) -> BenchSettings:
+    """The settings of ``args``; :class:`ConfigError` naming the option when one is wrong."""
+    levels = []
+    for part in str(args.concurrency).split(","):
+        level = _whole("--concurrency", part.strip(), low=1, high=MAX_IN_FLIGHT)
+        if level in levels:
+            raise ConfigError(f"--concurrency: {level} is given twice")
+        levels.append(level)
+    nginx = None
+    if args.nginx:
+        nginx = find_nginx()
+        if nginx is None:
+            raise ConfigError("--nginx: no nginx executable on PATH or in /usr/sbin")
+    workdir: Path | None = args.workdir
+    if workdir is not None:
+        if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
+            raise ConfigError(f"--workdir {workdir}: must not exist or be an empty folder")
+        if any(c in str(workdir.resolve()) for c in '"\\\n'):
+            raise ConfigError(f"--workdir {workdir}: quotes and backslashes are not supported")
+    return BenchSettings(
+        concurrency=tuple(levels),
+        payload_bytes=_whole("--payload", str(args.payload), low=0, high=MAX_PAYLOAD_BYTES),
+        duration_s=_seconds("--duration", str(args.duration), low=0.1),
+        warmup_s=_seconds("--warmup", str(args.warmup), low=0.0),
+        rounds=_whole("--rounds", str(args.rounds), low=1, high=MAX_ROUNDS),
+        nginx=nginx,
+        workdir=workdir,
+    )
+
+
+def _whole(option: str, text: str, *, low: int, high: int) -> int:
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ConfigError(f"{option}: expected a whole number from {low} to {high}, got {text!r}")
+    return int(text)
+
+
+def _seconds(option: str, text: str, *, low: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not low <= value <= MAX_DURATION_S:
+        raise ConfigError(
+            f"{option}: expected seconds from {low:g} to {MAX_DURATION_S:g}, got {text!r}"
+        )
+    return value
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    settings = parse_settings(args)
+    with _termination_as_exit():
+        report = run_bench(settings, say=_say)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render_text(report))
+    failed = sum(sum(r["refusals"].values()) + sum(r["errors"].values()) for r in report["rounds"])
+    if failed:
+        print(
+            f"serai: error: {failed} calls were refused or failed (see the rounds); "
+            "the figures count only answered calls",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def run_bench(settings: BenchSettings, *, say: Callable[[str], None]) -> dict[str, Any]:
+    """Bring everything up, measure, stop everything; the report (``--json``'s document)."""
+    load_at_start = round(os.getloadavg()[0], 2)
+    if settings.workdir is not None:
+        settings.workdir.mkdir(parents=True, exist_ok=True)
+        workdir = settings.workdir.resolve()
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="serai-bench-"))
+    services: list[Service] = []
+    try:
+        federation = bring_up(
+            workdir,
+            services,
+            nginx=settings.nginx,
+            max_in_flight=max(settings.concurrency),
+            say=say,
+        )
+        targets = {"direct": federation.direct, "gateways": federation.gateways}
+        if federation.nginx is not None:
+            targets["nginx"] = federation.nginx
+        rounds = asyncio.run(_measure(settings, federation, targets, services, say))
+        stamped = {
+            role: _count_event(service, "log_tree_head_timestamped")
+            for role, service in ((s.name, s) for s in services)
+            if role.startswith("gateway-")
+        }
+    finally:
+        _stop(services, say)
+        if settings.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "setup": {
+            "targets": list(targets),
+            "concurrency": list(settings.concurrency),
+            "payload_bytes": settings.payload_bytes,
+            "duration_s": settings.duration_s,
+            "warmup_s": settings.warmup_s,
+            "rounds": settings.rounds,
+            "cpus": os.cpu_count(),
+            "load_average_at_start": load_at_start,
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "grpcio": grpc.__version__,
+            "nginx": str(settings.nginx) if settings.nginx else None,
+            "message_logs": federation.log_settings,
+            "workdir": str(workdir) if settings.workdir is not None else None,
+        },
+        "processes": federation.pids,
+        "summary": summarize(rounds, list(targets)),
+        "rounds": [r.record for r in rounds],
+        "timestamped_tree_heads": stamped,
+    }
+
+
+async def _measure(
+    settings: BenchSettings,
+    federation: Federation,
+    targets: dict[str, str],
+    services: list[Service],
+    say: Callable[[str], None],
+) -> list[RoundFigures]:
+    body = os.urandom(settings.payload_bytes)
+    headers = {
+        "direct": (),
+        "nginx": (),
+        "gateways": (("x-road-client", CONSUMER), ("x-road-service", PROVIDER)),
+    }
+    channels = {name: open_channel(address) for name, address in targets.items()}
+    rounds: list[RoundFigures] = []
+    try:
+        for name, channel in channels.items():  # connect, and prove that each path works
+            proof = await call_once(channel, method=BENCH_METHOD, metadata=headers[name], body=body)
+            if not proof.latencies_s:
+                failed = {**proof.refusals, **proof.errors}
+                raise SeraiError(f"{name} ({targets[name]}): the first call failed: {failed}")
+        for in_flight in settings.concurrency:
+            say(f"{in_flight} in flight: warming up each target for {settings.warmup_s:g} s")
+            for name, channel in channels.items():
+                await drive(
+                    channel, method=BENCH_METHOD, metadata=headers[name], body=body,
+                    in_flight=in_flight, seconds=settings.warmup_s,
+                )  # fmt: skip
+            for number in range(1, settings.rounds + 1):
+                for name, channel in channels.items():  # a, b, c, a, b, c, ...
+                    before = cpu_sample(federation.pids)
+                    outcomes = await drive(
+                        channel, method=BENCH_METHOD, metadata=headers[name], body=body,
+                        in_flight=in_flight, seconds=settings.duration_s,
+                    )  # fmt: skip
+                    after = cpu_sample(federation.pids)
+                    figures = round_figures(
+                        target=name, in_flight=in_flight, number=number,
+                        outcomes=outcomes, before=before, after=after,
+                    )  # fmt: skip
+                    rounds.append(figures)
+                    say(_round_line(figures.record))
+                    _check_running(services)
+    finally:
+        for channel in channels.values():
+            await channel.close(None)
+    return rounds
+
+
+def _round_line(record: dict[str, Any]) -> str:
+    failed = {**record["refusals"], **record["errors"]}
+    return (
+        f"{record['in_flight']} in flight, {record['target']} round {record['round']}: "
+        f"{record['calls_per_s']} calls/s, p50 {record['p50_ms']} ms, p99 {record['p99_ms']} ms"
+        + (f"; FAILED {failed}" if failed else "")
+    )
+
+
+def _check_running(services: list[Service]) -> None:
+    for service in services:
+        if not service.running():
+            tail = service.log.read_text(errors="replace").strip()[-800:]
+            raise SeraiError(
+                f"{service.name} exited with {service.process.returncode} during the run; "
+                f"{service.log}:\n{tail}"
+            )
+
+
+def _count_event(service: Service, event: str) -> int:
+    needle = f'"event": "{event}"'
+    with service.log.open(errors="replace") as log:
+        return sum(1 for line in log if needle in line)
+
+
+def _stop(services: list[Service], say: Callable[[str], None]) -> None:
+    """Stop every service (SIGTERM to all, then SIGKILL to whoever lingers); a second
+    Ctrl-C or SIGTERM meanwhile does not cut the clean-up short."""
+    if not services:
+        return
+    say(f"stopping {len(services)} processes")
+    with _signals_ignored():
+        stop_all(services)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in watched}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _termination_as_exit() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run like Ctrl-C does: the clean-up runs, and the
+    process exits with 128 + the signal number."""
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    watched = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, leave) for signum in watched}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _say(text: str) -> None:
+    print(f"serai bench: {text}", file=sys.stderr, flush=True)
