@@ -296,7 +296,7 @@ def test_any_changed_byte_of_any_file_is_named(
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 @settings(
-    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(choice=FLIPS)
 def test_many_changed_bytes_of_any_file_are_named(
