@@ -106,6 +106,9 @@ class _OCSPEntry:
     result: OCSPResult
     #: Validity of the certificates the response carries; ``None`` when it carries none.
     signers: _Window | None
+    #: Common name of the certificate the answer is about (a member id for signing
+    #: certificates), for the operators' view of cached answers.
+    subject: str = ""
 
 
 class _LRU(Generic[_K, _V]):
@@ -128,6 +131,9 @@ class _LRU(Generic[_K, _V]):
         self._data.move_to_end(key)
         while len(self._data) > self._max:
             self._data.popitem(last=False)
+
+    def values(self) -> list[_V]:
+        return list(self._data.values())
 
     def __len__(self) -> int:
         return len(self._data)
@@ -238,8 +244,20 @@ class VerificationCache:
         except ValueError:  # it was just read by the validator; never store what is not
             return result
         with self._lock:
-            self._ocsp.put(key, _OCSPEntry(result, signers))
+            self._ocsp.put(key, _OCSPEntry(result, signers, _common_name(cert)))
         return result
+
+    def newest_ocsp_this_update(self) -> dict[str, dt.datetime]:
+        """For each certificate subject (common name) with a cached OCSP answer, the
+        ``thisUpdate`` of its newest one: how fresh the peers' stapled answers are."""
+        newest: dict[str, dt.datetime] = {}
+        with self._lock:
+            entries = list(self._ocsp.values())
+        for entry in entries:
+            known = newest.get(entry.subject)
+            if known is None or entry.result.this_update > known:
+                newest[entry.subject] = entry.result.this_update
+        return newest
 
     def _trust_digest(self, trust: TrustStore) -> bytes:
         with self._lock:
@@ -320,3 +338,9 @@ def _window(certs: Sequence[x509.Certificate]) -> _Window | None:
 
 def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    value = names[0].value if names else ""
+    return value if isinstance(value, str) else ""

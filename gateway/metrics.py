@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Final
 
 from cryptography import x509
@@ -50,7 +50,7 @@ from registry.snapshot import ConfigurationSnapshot
 from serai.cliutil import log_event
 from serai.errors import SeraiError
 from serai.identifiers import SubsystemId
-from serai.metrics import LATENCY_BUCKETS_S, OTHER, GaugeReading, StateGauges
+from serai.metrics import LATENCY_BUCKETS_S, OTHER, GaugeReading, StateGauges, bounded
 
 __all__ = ["CertificateInUse", "GatewayMetrics", "GatewayState", "add_state_gauges"]
 
@@ -306,6 +306,8 @@ class GatewayState:
         acl_generation: Callable[[], int],
         ready: Callable[[], bool],
         clock: Callable[[], dt.datetime],
+        peer_ocsp_this_update: Callable[[], Mapping[str, dt.datetime]] = dict,
+        known_members: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self.globalconf_status = globalconf_status
         self.log_records = log_records
@@ -316,6 +318,8 @@ class GatewayState:
         self.acl_generation = acl_generation
         self.ready = ready
         self.clock = clock
+        self.peer_ocsp_this_update = peer_ocsp_this_update
+        self.known_members = known_members
 
 
 def add_state_gauges(gauges: StateGauges, state: GatewayState) -> None:
@@ -373,6 +377,16 @@ def add_state_gauges(gauges: StateGauges, state: GatewayState) -> None:
             for role, this_update in state.ocsp_this_update().items()
         ]
 
+    def peer_ocsp_age() -> Iterable[tuple[Sequence[str], float]]:
+        moment, known = now(), state.known_members()
+        oldest_newest: dict[str, float] = {}
+        for subject, this_update in state.peer_ocsp_this_update().items():
+            member = bounded(subject, known)
+            age = (moment - this_update).total_seconds()
+            # several subjects may fold into "other": report the stalest of them
+            oldest_newest[member] = max(age, oldest_newest.get(member, age))
+        return [((member,), age) for member, age in sorted(oldest_newest.items())]
+
     for name, text, read in (
         ("serai_gateway_ready", "1 when the gateway is ready (see /readyz), else 0.",
          lambda: 1.0 if state.ready() else 0.0),
@@ -415,6 +429,13 @@ def add_state_gauges(gauges: StateGauges, state: GatewayState) -> None:
         "Seconds until a certificate in use expires, by role (auth, signing, log_signing).",
         certificate_expiry,
         labels=("role",),
+    )
+    gauges.add(
+        "serai_gateway_peer_ocsp_response_age_seconds",
+        "Seconds since the newest OCSP response a peer member stapled to its signed "
+        "headers was produced (its thisUpdate), by member, from the verification cache.",
+        peer_ocsp_age,
+        labels=("member",),
     )
     gauges.add(
         "serai_gateway_ocsp_response_age_seconds",

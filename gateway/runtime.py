@@ -183,6 +183,11 @@ class GatewayRuntime:
         return self._parts.gateway_id
 
     @property
+    def verification_cache(self) -> VerificationCache | None:
+        """The cache of accepted certificate paths and OCSP answers of peers."""
+        return self._parts.verification_cache
+
+    @property
     def is_port(self) -> int:
         """The bound IS port (after :meth:`start`)."""
         return self._is_port

@@ -205,6 +205,8 @@ async def _serve(
             acl_generation=lambda: policy.policy().generation,
             ready=lambda: not readiness.reasons(),
             clock=_utc_now,
+            peer_ocsp_this_update=_peer_ocsp(runtime),
+            known_members=lambda: _known_members(globalconf),
         ),
     )
     run_in_background(stack, watch_readiness(readiness), "readiness")
@@ -369,3 +371,17 @@ def _status(globalconf: GlobalConfigurationClient, log: GatewayLog) -> RuntimeSt
         ready=not reasons,
         not_ready_reasons=reasons,
     )
+
+
+def _peer_ocsp(runtime: GatewayRuntime) -> Callable[[], dict[str, dt.datetime]]:
+    cache = runtime.verification_cache
+    return dict if cache is None else cache.newest_ocsp_this_update
+
+
+def _known_members(globalconf: GlobalConfigurationClient) -> frozenset[str]:
+    """Member ids of the configuration in force (none while there is none)."""
+    try:
+        snapshot = globalconf.current()
+    except SeraiError:
+        return frozenset()
+    return frozenset(str(m.id) for m in snapshot.configuration.federation.members)

@@ -274,6 +274,12 @@ def _check_operations(
         assert left is not None
         assert left > 30 * 86400
     assert sample(provider_text, "serai_gateway_ocsp_response_age_seconds", role="signing")
+    # The provider cached the consumer member's stapled OCSP answer while verifying.
+    peer_age = sample(
+        provider_text, "serai_gateway_peer_ocsp_response_age_seconds", member="UZ/GOV/MINJUST"
+    )
+    assert peer_age is not None
+    assert peer_age >= 0
     assert (sample(provider_text, "serai_gateway_log_records") or 0) >= 6
     assert (sample(registry_text, "serai_registry_gateways") or 0) == 2
     assert (sample(registry_text, "serai_registry_api_calls_total", code="OK") or 0) > 0

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import ocsp
 
 import tests.test_gateway_signing as signing_tests
 from certs.ca import CertStatus
@@ -135,6 +136,15 @@ def test_second_verification_hits_both_tables(pki: PKI, stc: Member) -> None:
     _verify(pki, stc.signer.sign(_header()), cache=cache)
     assert cache.stats == {"path_hits": 1, "path_misses": 1, "ocsp_hits": 1, "ocsp_misses": 1}
     assert cache.sizes == (1, 1)
+
+
+def test_newest_ocsp_answer_per_subject_for_operators(pki: PKI, stc: Member) -> None:
+    cache = VerificationCache()
+    assert cache.newest_ocsp_this_update() == {}
+    signed = stc.signer.sign(_header())
+    _verify(pki, signed, cache=cache)
+    this_update = ocsp.load_der_ocsp_response(signed.ocsp_response).this_update_utc
+    assert cache.newest_ocsp_this_update() == {str(signing_tests.STC.member): this_update}
 
 
 def test_another_chain_misses(pki: PKI, stc: Member, cadastre: Member) -> None:
