@@ -32,7 +32,7 @@ from serai._benchnginx import (
     render_client_config,
     render_server_config,
 )
-from serai._demoprocs import SERAI, Service, must, run_serai
+from serai._demoprocs import SERAI, Service, interrupts_deferred, must, run_serai
 from serai.errors import SeraiError
 from serai.localprocs import free_port, wait_until_published
 
@@ -82,8 +82,11 @@ def bring_up(
     logs.mkdir(parents=True, exist_ok=True)
 
     def spawn(name: str, argv: list[str], stopped_event: str) -> Service:
-        service = Service.start(name, argv, log=logs / f"{name}.log", stopped_event=stopped_event)
-        services.append(service)
+        with interrupts_deferred():  # recorded before an interruption can strike
+            service = Service.start(
+                name, argv, log=logs / f"{name}.log", stopped_event=stopped_event
+            )
+            services.append(service)
         say(f"started {name} (pid {service.pid})")
         return service
 
@@ -258,13 +261,22 @@ def start_nginx_pair(
         paths.config.write_text(
             render(paths, listen_port=port, upstream=upstream, max_in_flight=max_in_flight)
         )
-        process = Service.start(
-            f"nginx-{side}",
-            [str(nginx), "-p", str(prefix), "-e", str(paths.error_log), "-c", str(paths.config)],
-            log=prefix / "stderr.log",
-            stopped_event="nginx_stopped",  # nginx writes no event lines; never found
-        )
-        services.append(process)
+        with interrupts_deferred():
+            process = Service.start(
+                f"nginx-{side}",
+                [
+                    str(nginx),
+                    "-p",
+                    str(prefix),
+                    "-e",
+                    str(paths.error_log),
+                    "-c",
+                    str(paths.config),
+                ],
+                log=prefix / "stderr.log",
+                stopped_event="nginx_stopped",  # nginx writes no event lines; never found
+            )
+            services.append(process)
         say(f"started {process.name} (pid {process.pid})")
         _wait_accepting(process, port, paths.error_log)
     return f"127.0.0.1:{client_port}"

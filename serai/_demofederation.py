@@ -20,7 +20,14 @@ from typing import Final
 from google.protobuf import descriptor_pb2
 
 from adapters.agencies.scenario import CADASTRE, PROPERTY, TAX
-from serai._demoprocs import SERAI, Service, must, run_serai, run_serai_parallel
+from serai._demoprocs import (
+    SERAI,
+    Service,
+    interrupts_deferred,
+    must,
+    run_serai,
+    run_serai_parallel,
+)
 from serai._demoreport import Report
 from serai.errors import SeraiError
 from serai.localprocs import free_port, wait_until_published
@@ -145,8 +152,11 @@ class Federation:
         """Start a long-running process, logging to ``logs/NAME.log``."""
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
-        service = Service.start(name, argv, log=logs / f"{name}.log", stopped_event=stopped_event)
-        self.services.append(service)
+        with interrupts_deferred():  # recorded before an interruption can strike
+            service = Service.start(
+                name, argv, log=logs / f"{name}.log", stopped_event=stopped_event
+            )
+            self.services.append(service)
         return service
 
     # -- registry ---------------------------------------------------------------------------

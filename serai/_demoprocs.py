@@ -14,15 +14,24 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from serai.errors import SeraiError
 
-__all__ = ["SERAI", "Service", "must", "run_serai", "run_serai_parallel", "stop_all"]
+__all__ = [
+    "SERAI",
+    "Service",
+    "interrupts_deferred",
+    "must",
+    "run_serai",
+    "run_serai_parallel",
+    "stop_all",
+]
 
 #: The ``serai`` command line, run with this interpreter.
 SERAI: Final = [sys.executable, "-m", "serai.cli"]
@@ -130,45 +139,103 @@ def stop_all(services: Sequence[Service]) -> list[tuple[Service, int, bool]]:
     return [(s, *s.wait_stopped()) for s in services]
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while a child is started and recorded, then deliver them.
+
+    A Ctrl-C that lands while ``subprocess.Popen`` forks and execs interrupts it after
+    the child exists but before anyone holds its pid, and nothing would ever stop that
+    child. Within this block the signals are only noted; on leaving it they are raised
+    again for the handlers in force, once the caller has recorded the child (so the
+    clean-up that follows stops it). Only the main thread installs handlers; elsewhere
+    this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        pending.append(signum)
+
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, note) for signum in watched}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for number in dict.fromkeys(pending):
+            signal.raise_signal(number)
+
+
 def run_serai(
     *argv: str | Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``serai ARGV`` to completion, as an operator would type it."""
-    return subprocess.run(  # noqa: S603  (our own console entry point)
-        [*SERAI, *map(str, argv)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=_COMMAND_S,
-        env=env,
-    )
+    """Run ``serai ARGV`` to completion, as an operator would type it; an interruption
+    (Ctrl-C, SIGTERM) kills the command before it propagates."""
+    args = [*SERAI, *map(str, argv)]
+    process: subprocess.Popen[str] | None = None
+    try:
+        with interrupts_deferred():  # a signal held here is raised once `process` is set
+            process = subprocess.Popen(  # noqa: S603  (our own console entry point)
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        try:
+            out, err = process.communicate(timeout=_COMMAND_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise SeraiError(
+                f"serai {' '.join(args[len(SERAI) :])} took over {_COMMAND_S:g} s"
+            ) from None
+    except BaseException:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        raise
+    return subprocess.CompletedProcess(args, process.returncode, out, err)
 
 
 def run_serai_parallel(
     commands: Sequence[Sequence[str | Path]], env: dict[str, str] | None = None
 ) -> list[subprocess.CompletedProcess[str]]:
     """Run several ``serai`` commands side by side; their results, in order."""
-    running = [
-        subprocess.Popen(  # noqa: S603  (our own console entry point)
-            [*SERAI, *map(str, argv)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for argv in commands
-    ]
-    results = []
-    for argv, proc in zip(commands, running, strict=True):
-        try:
-            out, err = proc.communicate(timeout=_COMMAND_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        results.append(
-            subprocess.CompletedProcess([*SERAI, *map(str, argv)], proc.returncode, out, err)
-        )
+    running: list[subprocess.Popen[str]] = []
+    try:
+        for argv in commands:
+            with interrupts_deferred():
+                running.append(
+                    subprocess.Popen(  # noqa: S603  (our own console entry point)
+                        [*SERAI, *map(str, argv)],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        env=env,
+                    )
+                )
+        results = []
+        for argv, proc in zip(commands, running, strict=True):
+            try:
+                out, err = proc.communicate(timeout=_COMMAND_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            results.append(
+                subprocess.CompletedProcess([*SERAI, *map(str, argv)], proc.returncode, out, err)
+            )
+    except BaseException:
+        for proc in running:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        raise
     return results
 
 
