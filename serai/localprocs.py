@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -56,10 +57,47 @@ def serai_command(*args: str | Path, env: dict[str, str] | None = None) -> str:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
+    """A TCP port on 127.0.0.1 that was free a moment ago, chosen *below* the kernel's
+    ephemeral range.
+
+    Callers choose a port now and bind it later, in another process (a gateway's peer
+    port is registered before the gateway starts). A port from the ephemeral range
+    could meanwhile be handed to any socket that binds port 0 or connects out — another
+    gateway's metrics port, say — and the later bind would fail. Below the range only
+    an explicit choice takes a port, and this process never hands out the same one twice.
+    """
+    low, _ = _ephemeral_range()
+    first = max(_MIN_CHOSEN_PORT, low - _CHOSEN_SPAN)
+    for _ in range(_ATTEMPTS):
+        port = _RANDOM.randrange(first, low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as sock:  # a crowded range: fall back to the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return _DEFAULT_EPHEMERAL
+
+
+_DEFAULT_EPHEMERAL: Final = (32768, 60999)
+_MIN_CHOSEN_PORT: Final = 10000
+_CHOSEN_SPAN: Final = 12000
+_ATTEMPTS: Final = 200
+_RANDOM: Final = random.SystemRandom()
+_handed_out: set[int] = set()
 
 
 class Process:

@@ -1,13 +1,17 @@
-"""serai._demoprocs: processes of the demo and the benchmark are never lost to a signal."""
+"""serai._demoprocs and serai.localprocs: the demo's and the benchmark's processes are never
+lost to a signal, and the ports chosen for them are not taken meanwhile."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+from pathlib import Path
 
 import pytest
 
 from serai._demoprocs import interrupts_deferred, run_serai
+from serai.localprocs import free_port
 
 
 def _interrupted_block(reached: list[str]) -> None:
@@ -34,3 +38,13 @@ def test_run_serai_runs_a_command_to_completion() -> None:
     result = run_serai("--help")
     assert result.returncode == 0
     assert "usage" in result.stdout.lower()
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_never_repeated() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)
+    assert all(1024 <= port < low for port in ports)
+    for port in ports[:5]:  # and each could be bound
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
