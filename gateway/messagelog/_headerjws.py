@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from typing import Final, NoReturn
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.exceptions import UnsupportedAlgorithm
+
+from certs.keys import parse_der_certificate
+from serai import jws as jose
 
 __all__ = ["HeaderJwsError", "verify_header_jws"]
 
@@ -32,8 +32,6 @@ _HEADER_MEMBERS: Final = frozenset({"alg", "typ", "x5c"})
 _B64URL_ALPHABET: Final = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 )
-_P256_BYTES: Final = 32
-_MIN_RSA_BITS: Final = 2048
 
 
 class HeaderJwsError(Exception):
@@ -71,17 +69,17 @@ def verify_header_jws(
     if not isinstance(x5c, list) or len(x5c) != len(chain) or not chain:
         _refuse("JWS x5c is not the record's certificate chain")
     for position, (text, der) in enumerate(zip(x5c, chain, strict=True)):
-        if not isinstance(text, str) or _b64_decode(text) != der:
+        if not isinstance(text, str) or jose.b64_decode(text) != der:
             _refuse(f"JWS x5c[{position}] differs from the record's chain[{position}]")
     try:
-        leaf = x509.load_der_x509_certificate(chain[0])
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        leaf = parse_der_certificate(chain[0])
+    except ValueError as exc:
         _refuse(f"the signing certificate does not parse: {exc}")
     try:
         key = leaf.public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
         _refuse(f"the signing certificate's key is unusable: {exc}")
-    expected = _algorithm_for(key)
+    expected = jose.algorithm_for(key, allow_rsa=True)
     if header["alg"] != expected:
         _refuse(
             f"JWS alg {str(header['alg'])[:20]!a} is not the one the signing key makes "
@@ -89,7 +87,9 @@ def verify_header_jws(
         )
     payload = _b64url_decode(payload_part, "payload")
     signature = _b64url_decode(signature_part, "signature")
-    if not _signature_verifies(key, signature, f"{protected}.{payload_part}".encode("ascii")):
+    if not jose.signature_verifies(
+        key, signature, f"{protected}.{payload_part}".encode("ascii"), allow_rsa=True
+    ):
         _refuse("the JWS signature does not verify with the signing certificate's key")
     return payload, leaf
 
@@ -101,43 +101,6 @@ def _b64url_decode(part: str, what: str) -> bytes:
         data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
     except (binascii.Error, ValueError) as exc:
         _refuse(f"JWS {what} is not base64url: {exc}")
-    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != part:
+    if jose.b64url(data) != part:
         _refuse(f"JWS {what} is not canonical base64url")
     return data
-
-
-def _b64_decode(text: str) -> bytes | None:
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return data if base64.b64encode(data).decode("ascii") == text else None
-
-
-def _signature_verifies(key: object, signature: bytes, data: bytes) -> bool:
-    try:
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            if len(signature) != 2 * _P256_BYTES:
-                return False
-            r = int.from_bytes(signature[:_P256_BYTES], "big")
-            s = int.from_bytes(signature[_P256_BYTES:], "big")
-            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, data)
-        elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            return False
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-def _algorithm_for(key: object) -> str | None:
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return "ES256" if isinstance(key.curve, ec.SECP256R1) else None
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "EdDSA"
-    if isinstance(key, rsa.RSAPublicKey):
-        return "RS256" if key.key_size >= _MIN_RSA_BITS else None
-    return None
