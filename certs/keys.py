@@ -35,6 +35,7 @@ __all__ = [
     "generate_private_key",
     "load_certificate_chain",
     "load_private_key",
+    "parse_der_certificate",
     "signature_hash_for",
     "write_certificate_chain",
     "write_private_key",
@@ -132,6 +133,17 @@ def write_certificate_chain(path: Path, chain: list[x509.Certificate]) -> None:
     """Write certificates as concatenated PEM, leaf first, atomically (mode 0644)."""
     data = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
     atomic_write(path, data, mode=0o644)
+
+
+def parse_der_certificate(der: bytes) -> x509.Certificate:
+    """The certificate in ``der``; every way the bytes fail to be one raises
+    :class:`ValueError` (cryptography also raises ``TypeError``, ``UnsupportedAlgorithm``
+    and ``InvalidVersion``, the last not a ``ValueError``: callers at a trust boundary
+    catch one type and refuse, instead of letting the others escape)."""
+    try:
+        return x509.load_der_x509_certificate(der)
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+        raise ValueError(f"not a certificate: {exc}") from exc
 
 
 def load_certificate_chain(path: Path) -> list[x509.Certificate]:

@@ -84,7 +84,6 @@ from dataclasses import dataclass
 from typing import Final, NoReturn, TypeAlias
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from cryptography.hazmat.primitives.asymmetric.utils import (
@@ -92,7 +91,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from certs.errors import PKIError
-from certs.keys import PrivateKey
+from certs.keys import PrivateKey, parse_der_certificate
 from certs.profiles import Profile
 from certs.revocation import OCSPResponsesChecker
 from certs.validation import TrustStore, member_of, validate_path
@@ -493,8 +492,8 @@ class _Verifier:
 
     def _load(self, der: bytes, what: str) -> x509.Certificate:
         try:
-            return x509.load_der_x509_certificate(der)
-        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+            return parse_der_certificate(der)
+        except ValueError as exc:
             self.fail(f"{what} cannot be parsed: {exc}", ErrorCode.CERTIFICATE_INVALID)
 
     def _b64url_decode(self, part: str, what: str) -> bytes:

@@ -21,6 +21,7 @@ from google.protobuf.descriptor_pb2 import FileDescriptorSet
 from google.protobuf.message import DecodeError
 
 from certs.errors import PKIError
+from certs.keys import parse_der_certificate
 from certs.profiles import Profile
 from certs.validation import TlsRole, TrustStore, member_of, validate_path
 from registry._sqlerrors import _refuse
@@ -179,7 +180,7 @@ def _check_descriptor(provider: SubsystemId, data: bytes) -> None:
 
 def _parse_certificate(what: str, der: bytes) -> x509.Certificate:
     try:
-        cert = x509.load_der_x509_certificate(der)
+        cert = parse_der_certificate(der)
         _ = (cert.subject, cert.issuer, cert.extensions)
     except ValueError as exc:
         raise _refuse(

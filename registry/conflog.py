@@ -74,6 +74,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from certs.keys import parse_der_certificate
 from registry.errors import ConfigurationError
 from registry.snapshot import ConfigurationSnapshot
 from serai.errors import ErrorCode
@@ -548,7 +549,7 @@ def _certificates(ders: Sequence[bytes]) -> list[x509.Certificate]:
     parsed = []
     for der in ders:
         try:
-            parsed.append(x509.load_der_x509_certificate(der))
+            parsed.append(parse_der_certificate(der))
         except ValueError:
             continue
     return parsed

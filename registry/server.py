@@ -39,12 +39,12 @@ from typing import Any, Final, TypeVar
 
 import grpc
 from aiohttp import web
-from cryptography import x509
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CollectorRegistry
 
+from certs.keys import parse_der_certificate
 from registry._conflogstamp import ConflogTimestamper
 from registry.codec import ca_from_proto, ca_to_proto, tsa_from_proto, tsa_to_proto
 from registry.conflog import encode_consistency
@@ -655,7 +655,7 @@ def _check_certificate(field: str, der: bytes) -> None:
     if not der:
         raise RegistryError(f"{field}: missing", code=ErrorCode.INVALID_REQUEST)
     try:
-        x509.load_der_x509_certificate(der)
+        parse_der_certificate(der)
     except ValueError as exc:
         raise RegistryError(
             f"{field}: not a DER X.509 certificate", code=ErrorCode.INVALID_REQUEST

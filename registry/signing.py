@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from google.protobuf.message import DecodeError
 
-from certs.keys import PrivateKey, PublicKey
+from certs.keys import PrivateKey, PublicKey, parse_der_certificate
 from registry.errors import ConfigurationError
 from serai.errors import ErrorCode
 from serai_proto.globalconf.v1 import globalconf_pb2 as pb
@@ -101,7 +101,7 @@ def verify_signed_configuration(envelope: bytes, *, signing_certificates: Sequen
             code=ErrorCode.GLOBALCONF_UNKNOWN_SIGNER,
         )
     try:
-        public_key = x509.load_der_x509_certificate(cert_der).public_key()
+        public_key = parse_der_certificate(cert_der).public_key()
     except ValueError as exc:
         raise ConfigurationError(f"trust anchor certificate cannot be read: {exc}") from exc
     if not isinstance(

@@ -34,6 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certs.errors import PKIError
+from certs.keys import parse_der_certificate
 from certs.validation import TrustStore
 from registry.errors import ConfigurationError
 from registry.model import (
@@ -261,7 +262,7 @@ def _index_cas(cas: Iterable[ApprovedCA]) -> tuple[TrustStore, dict[bytes, Appro
 
 def _load(ca: ApprovedCA, der: bytes) -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(der)
+        return parse_der_certificate(der)
     except ValueError as exc:
         raise ConfigurationError(
             f"a certificate of approved CA {ca.name!r} cannot be parsed: {exc}",

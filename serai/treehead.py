@@ -82,7 +82,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.x509.oid import NameOID
 
 from certs.errors import PKIError, TimestampError
-from certs.keys import PrivateKey
+from certs.keys import PrivateKey, parse_der_certificate
 from certs.profiles import Profile
 from certs.timestamp import verify_token
 from certs.validation import TrustStore, validate_path
@@ -422,8 +422,8 @@ def _chain(x5c: object) -> tuple[x509.Certificate, ...]:
         if der is None:
             _fail(f"JWS x5c[{index}] is not canonical base64")
         try:
-            chain.append(x509.load_der_x509_certificate(der))
-        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+            chain.append(parse_der_certificate(der))
+        except ValueError as exc:
             _fail(f"JWS x5c[{index}] is not a certificate: {exc}", ErrorCode.CERTIFICATE_INVALID)
     return tuple(chain)
 

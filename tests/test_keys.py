@@ -7,14 +7,17 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from certs.ca import self_signed_root
 from certs.errors import KeyFileError
 from certs.keys import (
     KeyAlgorithm,
     generate_private_key,
     load_certificate_chain,
     load_private_key,
+    parse_der_certificate,
     write_private_key,
 )
 from serai.errors import ErrorCode
@@ -103,3 +106,15 @@ def test_certificate_file_without_certificates_is_refused(tmp_path: Path) -> Non
     path.write_text("hello")
     with pytest.raises(KeyFileError):
         load_certificate_chain(path)
+
+
+def test_parse_der_certificate_refuses_every_malformed_certificate_as_value_error() -> None:
+    key = generate_private_key()
+    der = self_signed_root(key, name="T").public_bytes(serialization.Encoding.DER)
+    assert parse_der_certificate(der).public_bytes(serialization.Encoding.DER) == der
+    wrong_version = bytearray(der)
+    at = wrong_version.index(b"\xa0\x03\x02\x01\x02")  # [0] EXPLICIT INTEGER 2: version v3
+    wrong_version[at + 4] = 0x05  # cryptography raises InvalidVersion, not a ValueError
+    for bad in (b"", b"\x30\x03\x02\x01\x01", bytes(wrong_version)):
+        with pytest.raises(ValueError, match="certificate"):
+            parse_der_certificate(bad)

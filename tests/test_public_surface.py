@@ -24,6 +24,7 @@ SURFACE: dict[str, set[str]] = {
         "generate_private_key",
         "load_certificate_chain",
         "load_private_key",
+        "parse_der_certificate",
         "signature_hash_for",
         "write_certificate_chain",
         "write_private_key",

@@ -54,9 +54,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Final
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certs.keys import parse_der_certificate
 from gateway.messagelog.errors import MessageLogError
 from gateway.messagelog.log import MAX_PAGE, MessageLog
 from gateway.messagelog.store import StoredTreeHead
@@ -631,7 +631,7 @@ def _pem(ders: dict[bytes, None]) -> bytes:
     out = b""
     for der in ders:
         try:
-            out += x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+            out += parse_der_certificate(der).public_bytes(serialization.Encoding.PEM)
         except ValueError as exc:
             raise BundleError(f"a certificate of the configuration does not parse: {exc}") from exc
     return out

@@ -75,11 +75,11 @@ from typing import Final, NoReturn, TypeVar
 
 from asn1crypto import cms, core
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 
 from certs.errors import PKIError, TimestampError
+from certs.keys import parse_der_certificate
 from certs.ocsp_client import DEFAULT_MAX_AGE_S
 from certs.profiles import Profile
 from certs.revocation import OCSPResponsesChecker
@@ -606,8 +606,8 @@ def _member(leaf: x509.Certificate) -> str:
 
 def _load_cert(der: bytes, check: str = "header_certificate") -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(der)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        return parse_der_certificate(der)
+    except ValueError as exc:
         _fail(check, f"a certificate does not parse: {exc}")
 
 
