@@ -50,7 +50,7 @@ from registry.conflog import verify_head_timestamp
 from registry.model import ApprovedTSA
 from registry.snapshot import ConfigurationSnapshot
 from registry.store import RegistryStore
-from registry.timestamping import timestamp_from_approved_tsas
+from registry.timestamping import backoff_delay_s, jittered_s, timestamp_from_approved_tsas
 from serai.cliutil import log_event
 from serai.errors import ErrorCode, SeraiError
 from serai.treehead import SignedTreeHead
@@ -114,10 +114,9 @@ class ConflogTimestamper:
     @property
     def retry_delay_s(self) -> float:
         """The un-jittered wait before the next attempt (0 after a success); rule 4."""
-        if self._consecutive_failures == 0:
-            return 0.0
-        exponent = min(self._consecutive_failures - 1, 62)
-        return min(self._backoff_max_s, self._backoff_initial_s * 2.0**exponent)
+        return backoff_delay_s(
+            self._consecutive_failures, initial_s=self._backoff_initial_s, max_s=self._backoff_max_s
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -215,7 +214,7 @@ class ConflogTimestamper:
             await self._wake.wait()
             self._wake.clear()
             while not await self._attempt():
-                delay = self.retry_delay_s * (0.5 + 0.5 * self._jitter())
+                delay = jittered_s(self.retry_delay_s, self._jitter)
                 await asyncio.sleep(delay)
 
     async def _attempt(self) -> bool:

@@ -30,7 +30,7 @@ from registry.model import ApprovedTSA
 from registry.snapshot import ConfigurationSnapshot
 from serai.errors import ErrorCode, SeraiError
 
-__all__ = ["timestamp_from_approved_tsas"]
+__all__ = ["backoff_delay_s", "jittered_s", "timestamp_from_approved_tsas"]
 
 
 async def timestamp_from_approved_tsas(
@@ -84,3 +84,17 @@ async def timestamp_from_approved_tsas(
         f"no approved TSA time-stamped {what}: " + "; ".join(failures),
         code=ErrorCode.TSA_UNAVAILABLE,
     )
+
+
+def backoff_delay_s(failures: int, *, initial_s: float, max_s: float) -> float:
+    """The un-jittered wait before the next attempt after ``failures`` consecutive
+    failures: 0 after a success, then ``initial_s`` doubling up to ``max_s``."""
+    if failures <= 0:
+        return 0.0
+    return min(max_s, initial_s * 2.0 ** min(failures - 1, 62))
+
+
+def jittered_s(delay_s: float, jitter: Callable[[], float]) -> float:
+    """``delay_s`` scaled by a factor in [0.5, 1] (``jitter()`` in [0, 1)), so that
+    processes retrying after one outage do not retry in step."""
+    return delay_s * (0.5 + 0.5 * jitter())

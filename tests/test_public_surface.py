@@ -100,7 +100,7 @@ SURFACE: dict[str, set[str]] = {
     },
     "gateway.reflection": {"REFLECTION_METHODS", "ReflectionHandler"},
     "registry.metrics": {"ApiCallCounter", "readiness_reasons", "registry_metrics"},
-    "registry.timestamping": {"timestamp_from_approved_tsas"},
+    "registry.timestamping": {"backoff_delay_s", "jittered_s", "timestamp_from_approved_tsas"},
     "serai.localprocs": {
         "SERAI",
         "Process",

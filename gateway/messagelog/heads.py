@@ -59,7 +59,7 @@ from certs.errors import TimestampError
 from certs.timestamp import TimestampToken
 from gateway.errors import GatewayError
 from registry.snapshot import ConfigurationSnapshot
-from registry.timestamping import timestamp_from_approved_tsas
+from registry.timestamping import backoff_delay_s, jittered_s, timestamp_from_approved_tsas
 from serai.errors import ErrorCode, SeraiError
 from serai.treehead import SignedTreeHead, TreeHead, TreeHeadSigner
 
@@ -264,10 +264,9 @@ class TreeHeadScheduler:
     @property
     def retry_delay_s(self) -> float:
         """The un-jittered wait before the next attempt (0 after a success); rule 3."""
-        if self._consecutive_failures == 0:
-            return 0.0
-        exponent = min(self._consecutive_failures - 1, 62)
-        return min(self._backoff_max_s, self._backoff_initial_s * 2.0**exponent)
+        return backoff_delay_s(
+            self._consecutive_failures, initial_s=self._backoff_initial_s, max_s=self._backoff_max_s
+        )
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -353,7 +352,7 @@ class TreeHeadScheduler:
             if not self._needs_timestamp():
                 await self._stamp_wake.wait()
             elif not await self.timestamp_newest():
-                delay = self.retry_delay_s * (0.5 + 0.5 * self._jitter())
+                delay = jittered_s(self.retry_delay_s, self._jitter)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
         if self._head_task is not None:
