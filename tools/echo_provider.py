@@ -7,7 +7,10 @@ Serves every unary method over plaintext gRPC by returning the request bytes, ex
 - ``/echo.v1.Echo/Fail`` fails with the status named by the metadata ``echo-status``
   (a name such as ``FAILED_PRECONDITION``, or a number), NOT_FOUND without it, and the
   message ``echo-message`` (default ``echo: failing as asked``);
-- ``/echo.v1.Echo/Slow`` sleeps ``echo-sleep-s`` seconds (default 5), then echoes.
+- ``/echo.v1.Echo/Slow`` sleeps ``echo-sleep-s`` seconds (default 5), then echoes;
+- ``/echo.v1.Echo/Reached`` answers, as ASCII digits, how many calls of other methods
+  have reached this provider since it started (counted on arrival, whatever their
+  outcome): what tests call directly to prove that a refused exchange never got here.
 
 ``grpc.health.v1.Health`` answers SERVING. Once listening it prints one JSON line to
 stdout, ``{"event": "echo_listening", "listen": "HOST:PORT", "port": N}``; SIGINT or
@@ -30,6 +33,7 @@ from grpc_health.v1._async import HealthServicer as AioHealthServicer
 
 FAIL_METHOD: Final = "/echo.v1.Echo/Fail"
 SLOW_METHOD: Final = "/echo.v1.Echo/Slow"
+REACHED_METHOD: Final = "/echo.v1.Echo/Reached"
 DEFAULT_SLOW_S: Final = 5.0
 _HEALTH_PREFIX: Final = "/grpc.health.v1.Health/"
 _MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
@@ -72,6 +76,9 @@ def _say(event: str, **fields: object) -> None:
 
 
 class _Echo(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # not subscriptable at run time
+    def __init__(self) -> None:
+        self._reached = 0
+
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
@@ -79,7 +86,15 @@ class _Echo(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # not subscripta
         if method.startswith(_HEALTH_PREFIX):
             return None
 
+        if method == REACHED_METHOD:
+
+            async def reached(_body: bytes, _context: Any) -> bytes:
+                return str(self._reached).encode("ascii")
+
+            return grpc.unary_unary_rpc_method_handler(reached)
+
         async def answer(body: bytes, context: Any) -> bytes:
+            self._reached += 1
             metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
             if method == FAIL_METHOD:
                 await context.abort(
