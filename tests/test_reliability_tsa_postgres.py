@@ -1,0 +1,783 @@
+"""Outages of the time-stamping authority and of the PostgreSQL message log store, with
+every part a real process on loopback (DESIGN §6 and §9, Reliability).
+
+The federation is the one of ``serai bench`` (:mod:`serai._benchfed`), set up with the
+same ``serai`` commands (PKI with OCSP responder and TSA, registry, the echo provider
+IS, a consumer gateway UZ/GOV/MINJUST/gw:main and a provider gateway
+UZ/GOV/CADASTRE/gw:main over mutual TLS), except that each ``gateway.toml`` is edited
+before the gateway starts: short time-stamping bounds for the TSA cases, and the message
+logs of both gateways in a private PostgreSQL cluster (``tests/pgcluster.py``) for the
+store cases, so the machine's shared server is never restarted. A plain gRPC client
+plays the consumer IS; every call carries its own message id and deadline.
+
+Every case checks: the consumer gets either the answer or the one documented code
+(``timestamping_overdue``, ``log_unavailable``) in ``x-road-error``, every call returns
+by its deadline (plus a margin for a busy machine: a bound against hangs, not a speed
+claim), and the gateways recover by themselves: no gateway is restarted (same pids,
+still running), and ``serai log verify`` passes on both logs afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+import grpc
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from serai._benchfed import BENCH_METHOD, CONSUMER, ECHO_PROVIDER, PROVIDER
+from serai._demoprocs import SERAI, Service, must, run_serai, stop_all
+from serai.localprocs import free_port, wait_until_published
+from tests.pgcluster import PrivateCluster, private_cluster
+
+pytestmark = pytest.mark.timeout(900)
+
+CONSUMER_GW: Final = "UZ/GOV/MINJUST/gw:main"
+PROVIDER_GW: Final = "UZ/GOV/CADASTRE/gw:main"
+REACHED: Final = "/echo.v1.Echo/Reached"
+#: Each call's gRPC deadline.
+DEADLINE_S: Final = 15.0
+#: How much later than its deadline a call may return before it counts as a hang
+#: (a busy 2-core machine shared with other test runs).
+HANG_MARGIN_S: Final = 10.0
+#: Bound on waiting for a recovery or an event (never a speed claim).
+RECOVER_S: Final = 240.0
+#: The time-stamping bounds of the TSA cases: the provider's falls first.
+PROVIDER_OVERDUE_S: Final = 4
+CONSUMER_OVERDUE_S: Final = 14
+
+# -- the federation ---------------------------------------------------------------------
+
+
+@dataclass
+class Federation:
+    workdir: Path
+    services: list[Service]
+    pki: Path
+    tsa_port: int
+    echo: str
+    consumer_is: str
+    configs: dict[str, Path]
+    gateways: dict[str, Service]
+    metrics: dict[str, str]
+    tsa: Service | None = None
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def spawn(self, name: str, argv: list[str], stopped_event: str) -> Service:
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        count = sum(1 for s in self.services if s.name == name)
+        log = logs / (f"{name}.log" if count == 0 else f"{name}.{count}.log")
+        service = Service.start(name, argv, log=log, stopped_event=stopped_event)
+        self.services.append(service)
+        return service
+
+    def start_tsa(self) -> Service:
+        """``serai pki tsa serve`` on the TSA port the PKI names (the same one each time)."""
+        self.tsa = self.spawn(
+            "tsa",
+            [*SERAI, "pki", "tsa", "serve", "--dir", str(self.pki),
+             "--listen", f"127.0.0.1:{self.tsa_port}"],
+            "tsa_stopped",
+        )  # fmt: skip
+        self.tsa.wait_for("tsa_listening")
+        return self.tsa
+
+    def stop_tsa(self) -> None:
+        assert self.tsa is not None
+        self.tsa.terminate()
+        self.tsa.wait_stopped()
+        assert not self.tsa.running()
+
+    def assert_gateways_never_restarted(self) -> None:
+        for role, gateway in self.gateways.items():
+            assert gateway.running(), f"the {role} gateway exited: {gateway.log}"
+            assert gateway.pid == self.pids[role]
+
+
+def _edit_toml(path: Path, settings: dict[str, str]) -> None:
+    """Set top-level keys of a ``gateway.toml`` written by ``serai gateway init``."""
+    text = path.read_text()
+    for key, value in settings.items():
+        line = f"{key} = {value}"
+        text, found = re.subn(rf"(?m)^{re.escape(key)} = .*$", line, text, count=1)
+        assert found == 1, f"{key} is not in {path}"
+    path.write_text(text)
+
+
+def bring_up(
+    workdir: Path,
+    services: list[Service],
+    *,
+    settings: dict[str, dict[str, str]],
+    log_urls: dict[str, str] | None = None,
+) -> Federation:
+    """The federation of :func:`serai._benchfed.bring_up`, with ``settings`` written into
+    each gateway's ``gateway.toml`` before it starts (role -> key -> TOML value) and the
+    message log of a role in PostgreSQL where ``log_urls`` names a database."""
+    log_urls = log_urls or {}
+    ocsp_port, tsa_port = free_port(), free_port()
+    pki = workdir / "pki"
+    must(
+        run_serai(
+            "pki", "init", "--dir", pki, "--instance", "UZ",
+            "--ocsp-url", f"http://127.0.0.1:{ocsp_port}/",
+            "--tsa-url", f"http://127.0.0.1:{tsa_port}/",
+        )
+    )  # fmt: skip
+    fed = Federation(
+        workdir=workdir,
+        services=services,
+        pki=pki,
+        tsa_port=tsa_port,
+        echo="",
+        consumer_is="",
+        configs={},
+        gateways={},
+        metrics={},
+    )
+    ocsp = fed.spawn(
+        "ocsp",
+        [*SERAI, "pki", "ocsp", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{ocsp_port}"],
+        "ocsp_stopped",
+    )
+    fed.start_tsa()
+    ocsp.wait_for("ocsp_listening")
+
+    reg = workdir / "registry"
+    must(
+        run_serai(
+            "registry", "init", "--dir", reg, "--instance", "UZ", "--pki", pki,
+            "--grpc-listen", f"127.0.0.1:{free_port()}",
+            "--http-listen", f"127.0.0.1:{free_port()}",
+        )
+    )  # fmt: skip
+    registry = fed.spawn(
+        "registry",
+        [*SERAI, "registry", "serve", "--config", str(reg / "registry.toml")],
+        "registry_stopped",
+    )
+    listening = registry.wait_for("registry_listening")
+    token = workdir / "registry.jwt"
+    must(
+        run_serai(
+            "registry", "token", "issue", "--config", reg / "registry.toml",
+            "--role", "registry-admin", "--subject", "reliability", "--out", token,
+        )
+    )  # fmt: skip
+    env = {
+        **os.environ,
+        "SERAI_REGISTRY": str(listening["grpc"]),
+        "SERAI_REGISTRY_TOKEN": token.read_text().strip(),
+    }
+    for member, name, subsystem in (
+        ("UZ/GOV/MINJUST", "Ministry of Justice", CONSUMER),
+        ("UZ/GOV/CADASTRE", "Cadastre Agency", PROVIDER),
+    ):
+        must(run_serai("registry", "member", "add", member, "--name", name, env=env))
+        must(run_serai("registry", "subsystem", "add", subsystem, env=env))
+    anchor = workdir / "anchor.bin"
+    must(run_serai("registry", "anchor", "--config", reg / "registry.toml", "--out", anchor))
+
+    echo = fed.spawn(
+        "echo", [sys.executable, str(ECHO_PROVIDER), "--listen", "127.0.0.1:0"], "echo_stopped"
+    )
+    fed.echo = str(echo.wait_for("echo_listening")["listen"])
+
+    for role, gateway_id, options in (
+        ("consumer", CONSUMER_GW, ["--client", CONSUMER]),
+        ("provider", PROVIDER_GW, ["--provider", f"{PROVIDER}={fed.echo}"]),
+    ):
+        if role in log_urls:
+            options += ["--message-log-url", log_urls[role]]
+        out = must(
+            run_serai(
+                "gateway", "init", "--dir", workdir / role, "--gateway-id", gateway_id,
+                "--pki", pki, "--anchor", anchor, "--peer-listen", f"127.0.0.1:{free_port()}",
+                "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+                "--metrics-listen", "127.0.0.1:0", *options,
+            )
+        )  # fmt: skip
+        command = next(line for line in out.splitlines() if "serai registry gateway add" in line)
+        must(run_serai(*shlex.split(command)[1:], env=env))
+        fed.configs[role] = workdir / role / "gateway.toml"
+        _edit_toml(fed.configs[role], settings.get(role, {}))
+    wait_until_published(anchor, {CONSUMER_GW, PROVIDER_GW})
+    for role in ("consumer", "provider"):
+        fed.gateways[role] = fed.spawn(
+            f"gateway-{role}",
+            [*SERAI, "gateway", "serve", "--config", str(fed.configs[role])],
+            "gateway_stopped",
+        )
+    at = {role: gw.wait_for("gateway_listening") for role, gw in fed.gateways.items()}
+    fed.consumer_is = str(at["consumer"]["is"])
+    fed.metrics = {role: str(a["metrics"]) for role, a in at.items()}
+    fed.pids = {role: gw.pid for role, gw in fed.gateways.items()}
+    admin_token = workdir / "gateway.jwt"
+    must(
+        run_serai(
+            "gateway", "token", "issue", "--config", fed.configs["provider"],
+            "--role", "gateway-admin", "--subject", "reliability", "--out", admin_token,
+        )
+    )  # fmt: skip
+    must(
+        run_serai(
+            "acl", "grant", PROVIDER, BENCH_METHOD, CONSUMER,
+            "--gateway", str(at["provider"]["admin"]), "--token-file", admin_token,
+        )
+    )  # fmt: skip
+    return fed
+
+
+@contextlib.contextmanager
+def federation(
+    workdir: Path,
+    *,
+    settings: dict[str, dict[str, str]],
+    log_urls: dict[str, str] | None = None,
+) -> Iterator[Federation]:
+    """:func:`bring_up`, and every process it started stopped on exit (SIGTERM, then
+    SIGKILL for any that lingers), even when bringing up failed half-way."""
+    services: list[Service] = []
+    try:
+        yield bring_up(workdir, services, settings=settings, log_urls=log_urls)
+    finally:
+        stop_all(list(reversed(services)))
+
+
+# -- calls --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    message_id: str
+    started: float  # time.monotonic()
+    elapsed_s: float
+    status: str  # gRPC status name
+    error: str | None  # x-road-error: origin:code:message
+    echoed: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "OK" and self.error is None and self.echoed
+
+    @property
+    def code(self) -> str | None:
+        if self.error is None:
+            return None
+        parts = self.error.split(":", 2)
+        return parts[1] if len(parts) > 1 else self.error
+
+    def __str__(self) -> str:
+        return f"{self.message_id} {self.status} {self.error!r} after {self.elapsed_s:.1f} s"
+
+
+def _error_of(metadata: object) -> str | None:
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == "x-road-error":
+            return value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
+    return None
+
+
+def call(channel: grpc.Channel) -> Outcome:
+    """One exchange through the gateways, as the consumer IS, with its own message id."""
+    message_id = str(uuid.uuid4())
+    body = message_id.encode() * 4
+    stub = channel.unary_unary(BENCH_METHOD, None, None)
+    started = time.monotonic()
+    try:
+        answer = stub(body, metadata=_metadata(message_id), timeout=DEADLINE_S)
+    except grpc.RpcError as exc:
+        failed: grpc.Call = exc  # type: ignore[assignment]  # a RpcError is also a Call
+        return Outcome(
+            message_id,
+            started,
+            time.monotonic() - started,
+            failed.code().name,
+            _error_of(failed.trailing_metadata()),
+            echoed=False,
+        )
+    return Outcome(message_id, started, time.monotonic() - started, "OK", None, answer == body)
+
+
+async def call_async(channel: grpc.aio.Channel) -> Outcome:
+    message_id = str(uuid.uuid4())
+    body = message_id.encode() * 4
+    stub = channel.unary_unary(BENCH_METHOD, None, None)
+    started = time.monotonic()
+    try:
+        answer = await stub(body, metadata=_metadata(message_id), timeout=DEADLINE_S)
+    except grpc.aio.AioRpcError as exc:
+        return Outcome(
+            message_id,
+            started,
+            time.monotonic() - started,
+            exc.code().name,
+            _error_of(exc.trailing_metadata()),
+            echoed=False,
+        )
+    return Outcome(message_id, started, time.monotonic() - started, "OK", None, answer == body)
+
+
+def _metadata(message_id: str) -> tuple[tuple[str, str], ...]:
+    return (("x-road-client", CONSUMER), ("x-road-service", PROVIDER), ("x-road-id", message_id))
+
+
+def reached(echo: str) -> int:
+    """How many calls have reached the echo provider so far (its own count)."""
+    with grpc.insecure_channel(echo) as channel:
+        answer = channel.unary_unary(REACHED, None, None)(b"", timeout=30)
+    return int(answer)
+
+
+def assert_no_hang(outcomes: list[Outcome]) -> None:
+    late = [o for o in outcomes if o.elapsed_s > DEADLINE_S + HANG_MARGIN_S]
+    assert not late, f"calls returned long after their deadline: {late[:5]}"
+
+
+# -- what the gateways expose ---------------------------------------------------------------
+
+
+def metric(address: str, name: str, **labels: str) -> float:
+    """The sum of the samples named ``name`` (with these labels) on a gateway's /metrics."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def readyz(address: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://{address}/readyz", timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def log_verify(config: Path, *extra: str) -> dict[str, object]:
+    """``serai log verify --config CONFIG --json``: its report (must exit 0)."""
+    result = run_serai("log", "verify", "--config", config, "--json", *extra)
+    assert result.returncode == 0, f"serai log verify failed: {result.stdout}{result.stderr}"
+    report: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["ok"] is True, report
+    assert report["failures"] == [], report
+    return report
+
+
+def wait_for_timestamped(fed: Federation, role: str, size: int) -> None:
+    """Until the gateway of ``role`` reports a time-stamped head of at least ``size``."""
+    fed.gateways[role].wait_for(
+        "log_tree_head_timestamped",
+        where=lambda event: int(event["tree_size"]) >= size,
+        timeout_s=RECOVER_S,
+    )
+
+
+# -- TSA down ---------------------------------------------------------------------------------
+
+
+@dataclass
+class TsaRun:
+    """What one TSA outage gave."""
+
+    down: list[tuple[bool, Outcome]]  # (both gateways had seen a TSA failure, outcome)
+    recovery: list[Outcome]
+    waiting_sizes: dict[str, int]  # role -> log size when the TSA came back
+    ready_while_down: dict[str, tuple[int, str]]  # role -> /readyz status and text
+    tsa_back_at: dt.datetime  # when the TSA was started again
+
+
+def _overdue_side(outcome: Outcome) -> str | None:
+    """Which gateway refused with ``timestamping_overdue`` (by the log its message names)."""
+    if outcome.code != "timestamping_overdue":
+        return None
+    assert outcome.status == "UNAVAILABLE", outcome
+    assert outcome.error is not None, outcome
+    assert outcome.error.startswith("gateway:"), outcome
+    if f"log {PROVIDER_GW}" in outcome.error:
+        return "provider"
+    if f"log {CONSUMER_GW}" in outcome.error:
+        return "consumer"
+    raise AssertionError(f"a time-stamping refusal that names neither log: {outcome}")
+
+
+def _tsa_outage(fed: Federation, channel: grpc.Channel, *, extra_down_s: float) -> TsaRun:
+    """Stop the TSA; call one exchange after another until the consumer gateway refuses
+    with ``timestamping_overdue``, then ``extra_down_s`` more; restart the TSA on its
+    port; call until exchanges are answered again."""
+    fed.stop_tsa()
+    down: list[tuple[bool, Outcome]] = []
+    deadline = time.monotonic() + RECOVER_S
+    consumer_refused_at: float | None = None
+    while True:
+        failing = all(
+            metric(fed.metrics[role], "serai_gateway_timestamp_failures_total") > 0
+            for role in ("consumer", "provider")
+        )
+        outcome = call(channel)
+        down.append((failing, outcome))
+        if consumer_refused_at is None and _overdue_side(outcome) == "consumer":
+            consumer_refused_at = time.monotonic()
+        if (
+            consumer_refused_at is not None
+            and time.monotonic() >= consumer_refused_at + extra_down_s
+        ):
+            break
+        assert time.monotonic() < deadline, f"the consumer never refused: {down[-3:]}"
+        time.sleep(0.1)
+
+    waiting = {
+        role: int(metric(fed.metrics[role], "serai_gateway_log_records")) for role in fed.gateways
+    }
+    ready = {role: readyz(fed.metrics[role]) for role in fed.gateways}
+    back_at = dt.datetime.now(dt.UTC)
+    fed.start_tsa()
+    recovery: list[Outcome] = []
+    deadline = time.monotonic() + RECOVER_S
+    while True:
+        outcome = call(channel)
+        recovery.append(outcome)
+        if outcome.ok:
+            break
+        assert time.monotonic() < deadline, f"no recovery: {recovery[-3:]}"
+        time.sleep(0.5)
+    return TsaRun(
+        down=down,
+        recovery=recovery,
+        waiting_sizes=waiting,
+        ready_while_down=ready,
+        tsa_back_at=back_at,
+    )
+
+
+def _openssl_gen_time(fed: Federation, work: Path, signed_head: bytes, token: bytes) -> str:
+    """``openssl ts -verify`` of the head's token against the PKI root; its genTime."""
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "openssl is needed to check the RFC 3161 token"
+    data, token_file = work / "head.jws", work / "head.tst"
+    data.write_bytes(signed_head)
+    token_file.write_bytes(token)
+    verified = subprocess.run(
+        [openssl, "ts", "-verify", "-data", str(data), "-in", str(token_file), "-token_in",
+         "-CAfile", str(fed.pki / "ca.pem"), "-untrusted", str(fed.pki / "tsa.pem")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "Verification: OK" in verified.stdout, verified.stdout
+    shown = subprocess.run(
+        [openssl, "ts", "-reply", "-in", str(token_file), "-token_in", "-text"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    found = re.search(r"Time stamp: (.+)", shown.stdout)
+    assert found is not None, shown.stdout
+    return found.group(1).strip()
+
+
+def _parse_openssl_time(text: str) -> dt.datetime:
+    """``Nov 27 14:40:01.123 2026 GMT`` (fraction optional)."""
+    text = re.sub(r"\.\d+", "", text.replace(" GMT", ""))
+    return dt.datetime.strptime(text, "%b %d %H:%M:%S %Y").replace(tzinfo=dt.UTC)
+
+
+def _covering_head(fed: Federation, role: str, size: int) -> tuple[int, bytes, bytes]:
+    """The first time-stamped head that covers the first ``size`` records of the role's
+    SQLite log (read-only, beside the running gateway): size, signed head, token."""
+    db = fed.workdir / role / "messagelog.db"
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)) as conn:
+        row = conn.execute(
+            "SELECT tree_size, signed_head, timestamp_token FROM tree_heads"
+            " WHERE timestamp_token IS NOT NULL AND tree_size >= ? ORDER BY tree_size LIMIT 1",
+            (size,),
+        ).fetchone()
+    assert row is not None, f"no time-stamped head of the {role} log covers {size} records"
+    return int(row[0]), bytes(row[1]), bytes(row[2])
+
+
+def _check_tsa_run(fed: Federation, run: TsaRun, reached_delta: int, work: Path) -> None:
+    outcomes = [o for _, o in run.down] + run.recovery
+    assert_no_hang(outcomes)
+    # Only answers and the documented refusal: never another code, never a hang.
+    wrong = [o for o in outcomes if not o.ok and o.code != "timestamping_overdue"]
+    assert not wrong, f"calls that got neither the answer nor timestamping_overdue: {wrong[:5]}"
+
+    # Exchanges continue while the TSA is down: answered after both gateways had seen
+    # a time-stamping attempt fail.
+    assert any(failing and o.ok for failing, o in run.down), [str(o) for _, o in run.down[:10]]
+    # Past its (shorter) bound the provider gateway refuses, relayed to the consumer IS;
+    # past its own the consumer gateway refuses; it stays so until the TSA is back.
+    phases = ["ok" if o.ok else _overdue_side(o) for _, o in run.down]
+    first_provider = phases.index("provider")
+    first_consumer = phases.index("consumer")
+    assert 0 < first_provider < first_consumer, phases
+    assert set(phases[first_provider:first_consumer]) == {"provider"}, phases
+    assert set(phases[first_consumer:]) == {"consumer"}, phases
+    # A refused exchange never reached the provider IS: only the answered ones did.
+    answered = sum(1 for o in outcomes if o.ok)
+    assert reached_delta == answered, (reached_delta, answered)
+    for role, side in (("consumer", "consumer"), ("provider", "provider")):
+        assert metric(
+            fed.metrics[role], "serai_gateway_refusals_total", code="timestamping_overdue"
+        ) >= phases.count(side)
+    # Recovery: the last call was answered, and every refusal before it was the same code.
+    assert run.recovery[-1].ok
+    fed.assert_gateways_never_restarted()
+
+    for role, (status, text) in run.ready_while_down.items():
+        assert status == 503, (role, status, text)
+        assert "time-stamp" in text, (role, text)
+    for role, size in run.waiting_sizes.items():
+        # The records that waited are covered by a head with a token of the TSA's return.
+        wait_for_timestamped(fed, role, size)
+        head_size, signed_head, token = _covering_head(fed, role, size)
+        assert head_size >= size
+        (work / role).mkdir(exist_ok=True)
+        gen_time = _parse_openssl_time(_openssl_gen_time(fed, work / role, signed_head, token))
+        # The token was issued after the TSA came back (one second of genTime rounding).
+        assert gen_time >= run.tsa_back_at - dt.timedelta(seconds=1), (gen_time, run.tsa_back_at)
+        report = log_verify(fed.configs[role], "--to", str(size))
+        assert report["records"] == size, report
+        assert report["untimestamped"] == 0, report
+        assert int(str(report["timestamped_heads"])) >= 1
+        status, text = readyz(fed.metrics[role])
+        assert status == 200, text
+
+
+@pytest.fixture(scope="module")
+def tsa_fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    settings = {
+        "consumer": {"timestamping_overdue_s": str(CONSUMER_OVERDUE_S)},
+        "provider": {"timestamping_overdue_s": str(PROVIDER_OVERDUE_S)},
+    }
+    with federation(tmp_path_factory.mktemp("tsa"), settings=settings) as fed:
+        yield fed
+
+
+def _warm(fed: Federation, channel: grpc.Channel) -> None:
+    """Exchanges answered, and both logs time-stamped up to now (the TSA works)."""
+    deadline = time.monotonic() + RECOVER_S
+    while not call(channel).ok:
+        assert time.monotonic() < deadline, "the federation never answered"
+        time.sleep(0.5)
+    for role in fed.gateways:
+        wait_for_timestamped(fed, role, int(metric(fed.metrics[role], "serai_gateway_log_records")))
+
+
+def test_tsa_down_overdue_then_catch_up(tsa_fed: Federation, tmp_path: Path) -> None:
+    """TSA stopped: exchanges continue, then the provider gateway (bound 4 s) and the
+    consumer gateway (14 s) refuse with ``timestamping_overdue`` and /readyz says why;
+    TSA restarted on its port: exchanges are answered again by themselves and the
+    records that waited get a time-stamped head whose token openssl verifies."""
+    with grpc.insecure_channel(tsa_fed.consumer_is) as channel:
+        _warm(tsa_fed, channel)
+        before = reached(tsa_fed.echo)
+        run = _tsa_outage(tsa_fed, channel, extra_down_s=1.0)
+        _check_tsa_run(tsa_fed, run, reached(tsa_fed.echo) - before, tmp_path)
+
+
+@pytest.mark.slow
+def test_tsa_long_outage_under_concurrent_load(tsa_fed: Federation, tmp_path: Path) -> None:
+    """As the short case, with the TSA down a minute past the consumer's bound (the
+    back-off of the time-stamp retries grows) and 8 more callers throughout."""
+    stop = threading.Event()
+    background: list[Outcome] = []
+
+    def load() -> None:
+        with grpc.insecure_channel(tsa_fed.consumer_is) as channel:
+            while not stop.is_set():
+                background.append(call(channel))
+
+    with grpc.insecure_channel(tsa_fed.consumer_is) as channel:
+        _warm(tsa_fed, channel)
+        before = reached(tsa_fed.echo)
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        try:
+            run = _tsa_outage(tsa_fed, channel, extra_down_s=60.0)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=DEADLINE_S + HANG_MARGIN_S)
+        assert not any(t.is_alive() for t in threads)
+        delta = reached(tsa_fed.echo) - before
+    wrong = [o for o in background if not o.ok and o.code != "timestamping_overdue"]
+    assert not wrong, wrong[:5]
+    assert_no_hang(background)
+    _check_tsa_run(tsa_fed, run, delta - sum(1 for o in background if o.ok), tmp_path)
+
+
+# -- PostgreSQL restarted under load -------------------------------------------------------------
+
+
+@dataclass
+class PgFederation:
+    fed: Federation
+    cluster: PrivateCluster
+    dsns: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def pg_fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgFederation]:
+    with private_cluster() as cluster:
+        dsns = {
+            role: cluster.create_database(f"messagelog_{role}") for role in ("consumer", "provider")
+        }
+        with federation(tmp_path_factory.mktemp("pg"), settings={}, log_urls=dsns) as fed:
+            for role, gateway in fed.gateways.items():
+                assert gateway.wait_for("gateway_message_log")["kind"] == "postgresql", role
+            yield PgFederation(fed=fed, cluster=cluster, dsns=dsns)
+
+
+@dataclass
+class LoadRun:
+    outcomes: list[Outcome]
+    restarts: list[tuple[str, float, float]]  # mode, began, done (monotonic)
+
+
+async def _load_with_restarts(
+    pg: PgFederation,
+    modes: list[Literal["fast", "immediate"]],
+    *,
+    in_flight: int,
+    settle_s: float,
+) -> LoadRun:
+    """``in_flight`` callers back to back; after ``settle_s`` of answered calls, restart
+    the cluster in each mode in turn, each once calls are answered again after the last."""
+    outcomes: list[Outcome] = []
+    restarts: list[tuple[str, float, float]] = []
+    stop = asyncio.Event()
+    async with grpc.aio.insecure_channel(pg.fed.consumer_is) as channel:
+
+        async def caller() -> None:
+            while not stop.is_set():
+                outcomes.append(await call_async(channel))
+
+        async def answered_since(since: float, count: int) -> None:
+            deadline = time.monotonic() + RECOVER_S
+            while sum(1 for o in outcomes if o.ok and o.started >= since) < count:
+                assert time.monotonic() < deadline, (
+                    f"no recovery: {[str(o) for o in outcomes[-5:]]}"
+                )
+                await asyncio.sleep(0.2)
+
+        callers = [asyncio.create_task(caller()) for _ in range(in_flight)]
+        try:
+            await answered_since(time.monotonic(), 1)
+            await asyncio.sleep(settle_s)
+            for mode in modes:
+                began = time.monotonic()
+                await asyncio.to_thread(pg.cluster.restart, mode)
+                done = time.monotonic()
+                restarts.append((mode, began, done))
+                await answered_since(done, in_flight * 4)
+                await asyncio.sleep(settle_s)
+        finally:
+            stop.set()
+            await asyncio.gather(*callers, return_exceptions=True)
+    return LoadRun(outcomes=outcomes, restarts=restarts)
+
+
+def _stored(dsn: str) -> dict[str, set[int]]:
+    """message id -> record kinds stored in the log at ``dsn``."""
+    found: dict[str, set[int]] = {}
+    with psycopg.connect(dsn, connect_timeout=30) as conn:
+        for message_id, kind in conn.execute("SELECT message_id, kind FROM records"):
+            found.setdefault(str(message_id), set()).add(int(kind))
+    return found
+
+
+def _check_load_run(pg: PgFederation, run: LoadRun) -> dict[str, float]:
+    fed = pg.fed
+    outcomes = run.outcomes
+    assert_no_hang(outcomes)
+    wrong = [o for o in outcomes if not o.ok and o.code != "log_unavailable"]
+    assert not wrong, f"calls that got neither the answer nor log_unavailable: {wrong[:5]}"
+    refused = [o for o in outcomes if not o.ok]
+    assert refused, "no call met the outage: the restart was not under load"
+    assert all(
+        o.status == "UNAVAILABLE" and o.error and o.error.startswith("gateway:") for o in refused
+    )
+    for mode, _began, done in run.restarts:
+        assert any(o.ok and o.started >= done for o in outcomes), f"no answer after {mode}"
+    fed.assert_gateways_never_restarted()
+    for role, gateway in fed.gateways.items():
+        assert gateway.find("message_log_unavailable") is not None, role
+        assert gateway.find("message_log_recovered") is not None, role
+
+    # Nothing acknowledged is lost: every answered exchange is in both logs, request and
+    # response, after the restarts (-m immediate included: no shutdown checkpoint).
+    acknowledged = {o.message_id for o in outcomes if o.ok}
+    consumer, provider = _stored(pg.dsns["consumer"]), _stored(pg.dsns["provider"])
+    lost_consumer = [m for m in acknowledged if consumer.get(m) != {1, 4}]
+    lost_provider = [m for m in acknowledged if provider.get(m) != {2, 3}]
+    assert not lost_consumer, f"answered but not in the consumer's log: {lost_consumer[:5]}"
+    assert not lost_provider, f"answered but not in the provider's log: {lost_provider[:5]}"
+
+    # Tree heads and time-stamps resume too; both logs verify.
+    for role in fed.gateways:
+        size = int(metric(fed.metrics[role], "serai_gateway_log_records"))
+        wait_for_timestamped(fed, role, size)
+        report = log_verify(fed.configs[role], "--to", str(size))
+        assert report["records"] == size, report
+        assert report["untimestamped"] == 0, report
+        assert readyz(fed.metrics[role])[0] == 200
+
+    first, last = min(o.started for o in outcomes), max(o.started + o.elapsed_s for o in outcomes)
+    answered = [o for o in outcomes if o.ok]
+    before_first = [o for o in answered if o.started + o.elapsed_s < run.restarts[0][1]]
+    span = run.restarts[0][1] - min(o.started for o in before_first) if before_first else 0.0
+    figures = {
+        "calls": float(len(outcomes)),
+        "answered": float(len(answered)),
+        "log_unavailable": float(len(refused)),
+        "calls_per_s_before_restart": len(before_first) / span if span > 0 else 0.0,
+        "wall_s": last - first,
+        "max_refusal_s": max((o.elapsed_s for o in refused), default=0.0),
+    }
+    for mode, began, done in run.restarts:
+        figures[f"restart_{mode}_s"] = done - began
+    print("figures:", json.dumps(figures))  # for the report (pytest -s)
+    return figures
+
+
+def test_postgres_restarted_fast_and_immediate_under_load(pg_fed: PgFederation) -> None:
+    """Both message logs in a private PostgreSQL cluster, 16 calls in flight; ``pg_ctl
+    restart -m fast``, then ``-m immediate``: the calls meanwhile get ``log_unavailable``
+    within their deadline, every answered exchange is in both logs afterwards, the
+    gateways recover by themselves and ``serai log verify`` passes."""
+    run = asyncio.run(
+        _load_with_restarts(pg_fed, ["fast", "immediate"], in_flight=16, settle_s=2.0)
+    )
+    _check_load_run(pg_fed, run)
+
+
+@pytest.mark.slow
+def test_postgres_restarted_repeatedly_under_load(pg_fed: PgFederation) -> None:
+    """Six restarts in alternating modes, with more load between them."""
+    modes: list[Literal["fast", "immediate"]] = ["immediate", "fast"] * 3
+    run = asyncio.run(_load_with_restarts(pg_fed, modes, in_flight=32, settle_s=8.0))
+    _check_load_run(pg_fed, run)
