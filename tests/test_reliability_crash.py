@@ -1,0 +1,302 @@
+"""Crash safety under load (DESIGN §9, reliability): SIGKILL the consumer gateway, then
+the provider gateway, while calls flow; restart each with the same command line.
+
+Everything is a real process on loopback, brought up by :func:`serai._benchfed.bring_up`
+as ``serai bench`` does (dev PKI with OCSP responder and TSA, registry, echo provider,
+two gateways from ``serai gateway init``: SQLite message logs with
+``synchronous=FULL``, a signed, time-stamped tree head every second). The test process
+is the consumer IS: :class:`tests.crashkit.Load` keeps ``in_flight`` calls going, each
+with a unique body and ``x-road-id``, and records every outcome.
+
+The scenario: load; a measured window; SIGKILL the consumer gateway with calls in flight;
+copy its log as the crash left it; restart it with the same argv (it listens on a new IS
+port, the load follows); wait for the first answered call; a measured window; the same
+for the provider gateway (same peer port, so the consumer reconnects by itself); a last
+window; stop both gateways gracefully. Then:
+
+* every acknowledged exchange (response reached the IS) is in both final logs: request
+  and response records on each side, once each, with its body, the same signed headers
+  on both sides, and the consumer's receipt naming the provider's records; every
+  exchange acknowledged before a kill is already in the log the crash left;
+* no torn record and no duplicate, in the crashed copies and the final logs (indices
+  contiguous, bytes present and hashing to the stored hash, decoding to the stored kind
+  and message id, no (kind, message id) twice, every head's root the root of the stored
+  leaves); the crashed copy is exactly a prefix of the final log (records and heads);
+* ``serai log verify --config`` exits 0 on both gateways;
+* the tree grew consistently: the last signed head before the crash and the first after
+  the restart (and the last and first time-stamped ones) verify with the dev CA, and the
+  log's RFC 9162 consistency proof between them verifies against their signed roots;
+* every call that failed did so during an outage (it ended after the kill and started
+  before the first answer after the restart), with a clear code: UNAVAILABLE from gRPC
+  itself while the consumer gateway is down (the IS cannot reach it: there is nobody to
+  name a code), ``provider_unavailable`` from the consumer gateway while the provider
+  gateway is down; no call outlived its deadline; none failed before the first kill.
+
+Calls/s per window are printed and recorded (``record_property``); the default run uses
+short windows and asserts only that the kill landed in a flow of calls, the slow run
+asserts at least 200 calls/s over the 10 s before each kill. No other timing is asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+import pytest
+from cryptography import x509
+
+from gateway.commit import RecordKind
+from serai._benchfed import bring_up
+from serai._demoprocs import Service, run_serai, stop_all
+from tests.crashkit import (
+    Call,
+    Load,
+    LogContents,
+    check_exchanges,
+    check_growth,
+    check_intact,
+    check_prefix,
+    check_recorded,
+    consistency_proofs,
+    growth_pairs,
+    read_log,
+    snapshot_log,
+)
+
+pytestmark = pytest.mark.timeout(900)
+
+GATEWAY_IDS: Final = {"consumer": "UZ/GOV/MINJUST/gw:main", "provider": "UZ/GOV/CADASTRE/gw:main"}
+#: Each call's gRPC deadline; a call may not take longer than this plus the slack.
+DEADLINE_S: Final = 20.0
+_HANG_SLACK_S: Final = 10.0
+#: How long the first call after a restart may take to come (a busy machine).
+_RECOVER_S: Final = 180.0
+#: What a call that failed during each outage may have failed with.
+EXPECTED_FAILURES: Final = {"consumer": {"grpc:UNAVAILABLE"}, "provider": {"provider_unavailable"}}
+_SIDE_KINDS: Final = {
+    "consumer": (RecordKind.REQUEST_SENT, RecordKind.RESPONSE_RECEIVED),
+    "provider": (RecordKind.REQUEST_RECEIVED, RecordKind.RESPONSE_SENT),
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Crash:
+    """One SIGKILL and restart (times from ``time.monotonic``)."""
+
+    role: str
+    window: tuple[float, float]  # the measured window that ended with the kill
+    killed_at: float
+    restarted_at: float  # the new process reported gateway_listening
+    recovered_at: float  # the first call started after that was answered
+    in_flight: int  # calls started before the kill that ended after it
+    snapshot: Path  # the log as the crash left it
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Figures:
+    rates: dict[str, float]  # window name -> answered calls/s
+    crashes: list[Crash]
+    calls: int
+    acknowledged: int
+    failures: Counter[str]
+    sizes: dict[str, int]
+
+
+async def test_sigkill_each_gateway_under_load_loses_no_acknowledged_exchange(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    figures = await run_crash_scenario(tmp_path, window_s=4.0, in_flight=48)
+    report(figures, record_property)
+    for crash in figures.crashes:
+        lo, hi = crash.window
+        assert figures.rates[f"before {crash.role} kill"] * (hi - lo) >= 100, figures.rates
+
+
+@pytest.mark.slow
+async def test_sigkill_each_gateway_at_200_calls_per_second(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    figures = await run_crash_scenario(tmp_path, window_s=10.0, in_flight=64)
+    report(figures, record_property)
+    for crash in figures.crashes:
+        assert figures.rates[f"before {crash.role} kill"] >= 200.0, figures.rates
+
+
+def report(figures: Figures, record_property: Callable[[str, object], None]) -> None:
+    """Print and record the figures of a run."""
+    lines = [f"{name}: {rate:.0f} calls/s" for name, rate in figures.rates.items()]
+    for crash in figures.crashes:
+        lines.append(
+            f"{crash.role} kill: {crash.in_flight} calls in flight; restarted (listening) "
+            f"{crash.restarted_at - crash.killed_at:.1f} s after the kill; first answer "
+            f"{crash.recovered_at - crash.killed_at:.1f} s after the kill"
+        )
+    lines.append(
+        f"{figures.calls} calls, {figures.acknowledged} acknowledged, failures "
+        f"{dict(figures.failures)}, log sizes {figures.sizes}"
+    )
+    print("\n".join(lines))
+    record_property("crash_figures", "; ".join(lines))
+
+
+async def run_crash_scenario(tmp_path: Path, *, window_s: float, in_flight: int) -> Figures:
+    """The scenario and checks of the module docstring."""
+    services: list[Service] = []
+    load: Load | None = None
+    runner: asyncio.Task[None] | None = None
+    crashes: list[Crash] = []
+    rates: dict[str, float] = {}
+    try:
+        fed = await asyncio.to_thread(
+            bring_up, tmp_path, services, nginx=None, max_in_flight=in_flight, say=print
+        )
+        gateways = {role: _service(services, f"gateway-{role}") for role in GATEWAY_IDS}
+        load = Load(fed.gateways, in_flight=in_flight, deadline_s=DEADLINE_S)
+        runner = asyncio.create_task(load.run())
+        await load.wait_ok_after(time.monotonic(), timeout_s=_RECOVER_S)  # warmed up
+        for role in GATEWAY_IDS:
+            crash, gateways[role] = await _kill_and_restart(
+                tmp_path, services, load, gateways[role], role, window_s
+            )
+            lo, hi = crash.window
+            rates[f"before {role} kill"] = load.ok_between(lo, hi) / (hi - lo)
+            crashes.append(crash)
+        lo = time.monotonic()
+        await asyncio.sleep(window_s)
+        hi = time.monotonic()
+        rates["after both restarts"] = load.ok_between(lo, hi) / (hi - lo)
+        load.stop()
+        await runner
+        # Stopped gracefully, each gateway signs and time-stamps a last head.
+        for gateway in gateways.values():
+            gateway.terminate()
+            status, reported = await asyncio.to_thread(gateway.wait_stopped)
+            assert (status, reported) == (0, True), gateway.log.read_text()[-2000:]
+    finally:
+        if load is not None:
+            load.stop()
+            if runner is not None:
+                with contextlib.suppress(Exception):
+                    await runner
+            await load.close()
+        await asyncio.to_thread(stop_all, services)
+
+    assert load is not None
+    crashes = _check_calls(load, crashes)
+    sizes = await _check_logs(tmp_path, load, crashes)
+    return Figures(
+        rates=rates,
+        crashes=crashes,
+        calls=len(load.calls),
+        acknowledged=len(load.acknowledged()),
+        failures=Counter(c.outcome for c in load.calls if not c.ok),
+        sizes=sizes,
+    )
+
+
+def _service(services: list[Service], name: str) -> Service:
+    return next(s for s in services if s.name == name)
+
+
+async def _kill_and_restart(
+    tmp_path: Path,
+    services: list[Service],
+    load: Load,
+    gateway: Service,
+    role: str,
+    window_s: float,
+) -> tuple[Crash, Service]:
+    """A measured window, then SIGKILL ``gateway`` mid-load, copy its log, restart it
+    with the same argv, and wait for the first answer after the restart."""
+    lo = time.monotonic()
+    await asyncio.sleep(window_s)
+    killed_at = time.monotonic()
+    gateway.process.send_signal(signal.SIGKILL)
+    assert await asyncio.to_thread(gateway.process.wait) == -signal.SIGKILL
+    snapshot = await asyncio.to_thread(
+        snapshot_log, tmp_path / role / "messagelog.db", tmp_path / "crashed" / role
+    )
+    name = f"{gateway.name}-restarted"
+    restarted = Service.start(
+        name, gateway.argv, log=tmp_path / "logs" / f"{name}.log", stopped_event="gateway_stopped"
+    )
+    services.append(restarted)
+    listening = await asyncio.to_thread(restarted.wait_for, "gateway_listening")
+    restarted_at = time.monotonic()
+    if role == "consumer":  # its IS port is chosen anew (is_listen port 0)
+        load.retarget(str(listening["is"]))
+    first = await load.wait_ok_after(restarted_at, timeout_s=_RECOVER_S)
+    crash = Crash(
+        role=role,
+        window=(lo, killed_at),
+        killed_at=killed_at,
+        restarted_at=restarted_at,
+        recovered_at=first.ended,
+        in_flight=0,
+        snapshot=snapshot,
+    )
+    return crash, restarted
+
+
+def _check_calls(load: Load, crashes: list[Crash]) -> list[Crash]:
+    """Each kill landed among calls in flight; every failure is one of its outage's
+    expected codes; no call outlived its deadline. The crashes with their calls in
+    flight counted."""
+    counted = []
+    for crash in crashes:
+        in_flight = load.in_flight_at(crash.killed_at)
+        assert in_flight, f"no call was in flight when the {crash.role} gateway was killed"
+        counted.append(dataclasses.replace(crash, in_flight=len(in_flight)))
+    longest = max(c.ended - c.started for c in load.calls)
+    assert longest <= DEADLINE_S + _HANG_SLACK_S, f"a call took {longest:.1f} s"
+    unexpected: list[Call] = []
+    for call in load.calls:
+        if call.ok:
+            continue
+        during = [
+            c for c in crashes if c.killed_at <= call.ended and call.started <= c.recovered_at
+        ]
+        if not during or call.outcome not in EXPECTED_FAILURES[during[0].role]:
+            unexpected.append(call)
+    assert not unexpected, [(c.outcome, c.detail, c.started) for c in unexpected[:10]]
+    assert all(c.ok for c in load.calls if c.ended < crashes[0].killed_at)
+    return counted
+
+
+async def _check_logs(tmp_path: Path, load: Load, crashes: list[Crash]) -> dict[str, int]:
+    """The log checks of the module docstring; the final log sizes."""
+    final: dict[str, LogContents] = {}
+    for role, log_id in GATEWAY_IDS.items():
+        verified = await asyncio.to_thread(
+            run_serai, "log", "verify", "--config", tmp_path / role / "gateway.toml"
+        )
+        assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr
+        assert verified.stdout.splitlines()[-1].startswith("OK"), verified.stdout[-3000:]
+        final[role] = await read_log(tmp_path / role / "messagelog.db", log_id)
+        check_intact(final[role])
+
+    acknowledged = load.acknowledged()
+    check_exchanges(final["consumer"], final["provider"], acknowledged)
+
+    pki = tmp_path / "pki"
+    roots = x509.load_pem_x509_certificates((pki / "ca.pem").read_bytes())
+    untrusted = x509.load_pem_x509_certificates((pki / "issuing-ca.pem").read_bytes())
+    for crash in crashes:
+        log_id = GATEWAY_IDS[crash.role]
+        crashed = await read_log(crash.snapshot, log_id)
+        check_intact(crashed)
+        check_prefix(crashed, final[crash.role])
+        before = [c for c in acknowledged if c.ended < crash.killed_at]
+        check_recorded(crashed, before, _SIDE_KINDS[crash.role])
+        pairs = growth_pairs(crashed, final[crash.role])
+        location = tmp_path / crash.role / "messagelog.db"
+        proofs = await consistency_proofs(location, log_id, pairs)
+        check_growth(log_id, pairs, proofs, roots=roots, untrusted=untrusted)
+    return {role: log.size for role, log in final.items()}
