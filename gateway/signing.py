@@ -468,7 +468,7 @@ class _Verifier:
         raw = self._b64url_decode(part, "protected header")
         try:
             header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             self.fail(f"JWS protected header is not JSON: {exc}")
         if not isinstance(header, dict):
             self.fail("JWS protected header is not a JSON object")
