@@ -84,6 +84,7 @@ from dataclasses import dataclass
 from typing import Final, NoReturn, TypeAlias
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from cryptography.hazmat.primitives.asymmetric.utils import (
@@ -379,7 +380,12 @@ class _Verifier:
             self.fail(f"JWS typ is {_show(typ)}, not {self._typ!r}")
         self._chain_field(x5c, chain)
         leaf = self._load(chain[0], "signing certificate")
-        key = leaf.public_key()
+        try:
+            key = leaf.public_key()
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            self.fail(
+                f"signing certificate's key is unusable: {exc}", ErrorCode.CERTIFICATE_INVALID
+            )
         expected = jws.algorithm_for(key, allow_rsa=True)
         if alg != expected:
             self.fail(
