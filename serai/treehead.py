@@ -469,7 +469,7 @@ def _json_object(raw: bytes, what: str) -> dict[str, object]:
     except json.JSONDecodeError as exc:
         detail = "trailing data" if exc.msg == "Extra data" else exc.msg
         _fail(f"JWS {what} is not JSON: {detail} at offset {exc.pos}")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         _fail(f"JWS {what} is not acceptable JSON: {exc}")
     if not isinstance(value, dict):
         _fail(f"JWS {what} is not a JSON object")
