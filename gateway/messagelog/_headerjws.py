@@ -59,7 +59,7 @@ def verify_header_jws(
     protected, payload_part, signature_part = parts
     try:
         header = json.loads(_b64url_decode(protected, "protected header"))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         _refuse(f"the JWS protected header is not JSON: {exc}")
     if not isinstance(header, dict) or header.keys() != _HEADER_MEMBERS:
         _refuse("the JWS protected header does not hold exactly alg, typ and x5c")
