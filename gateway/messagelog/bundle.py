@@ -161,7 +161,7 @@ class Manifest:
         """Parse strictly; raises :class:`BundleError` naming what is wrong."""
         try:
             obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise BundleError(f"{MANIFEST_NAME} is not JSON: {exc}") from exc
         if not isinstance(obj, dict) or obj.keys() != _MANIFEST_KEYS:
             raise BundleError(f"{MANIFEST_NAME} does not hold exactly {sorted(_MANIFEST_KEYS)}")
@@ -606,7 +606,7 @@ def read_proof(data: bytes, path: str, **expected: int) -> list[bytes]:
     """The hashes of a proof file, after checking its other members equal ``expected``."""
     try:
         obj = json.loads(data.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BundleError(f"{path} is not JSON: {exc}") from exc
     if not isinstance(obj, dict) or obj.keys() != {*expected, "proof"}:
         raise BundleError(f"{path} does not hold exactly {sorted({*expected, 'proof'})}")
