@@ -203,7 +203,7 @@ class ProofBundle:
             _refuse("proof bundle: consistency is not an object")
         consistency: dict[int, tuple[bytes, ...]] = {}
         for key, proof in raw.items():
-            if not key.isdecimal() or str(int(key)) != key:
+            if not key.isdecimal() or len(key) > _MAX_SIZE_DIGITS or str(int(key)) != key:
                 _refuse(f"proof bundle: consistency size {key[:20]!r} is not a decimal size")
             consistency[int(key)] = _hashes(proof, f"consistency[{key}]")
         return cls(
@@ -494,6 +494,11 @@ class SeenHeads:
 # -- helpers ------------------------------------------------------------------------------
 
 
+#: Digits of the largest size (2**63 - 1); a longer decimal is no size, and int() of one
+#: beyond 4,300 digits raises ValueError.
+_MAX_SIZE_DIGITS: Final = 19
+
+
 def _refuse(message: str, cause: BaseException | None = None) -> NoReturn:
     raise ConfigurationError(message, code=ErrorCode.GLOBALCONF_EQUIVOCATION) from cause
 
@@ -507,7 +512,7 @@ def _object(data: bytes, what: str) -> dict[str, object]:
         _refuse(f"{what} exceeds {MAX_BUNDLE_BYTES} bytes")
     try:
         value = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         _refuse(f"{what} is not JSON: {exc}", exc)
     if not isinstance(value, dict):
         _refuse(f"{what} is not a JSON object")
