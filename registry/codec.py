@@ -293,4 +293,7 @@ def _timestamp(value: dt.datetime) -> Timestamp:
 
 
 def _datetime(ts: Timestamp) -> dt.datetime:
-    return ts.ToDatetime(tzinfo=dt.UTC)
+    try:
+        return ts.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError) as exc:  # seconds or nanos out of Timestamp's range
+        raise ConfigurationError(f"a time is out of range: {exc}") from exc
