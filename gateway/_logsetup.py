@@ -43,6 +43,7 @@ from gateway.config import GatewayConfig
 from gateway.logmodes import MetadataModeLog
 from gateway.messagelog import MessageLog, MessageLogOptions, Synchronous
 from gateway.messagelog.heads import TreeHeadScheduler, approved_tsa_timestamper
+from gateway.workers import FollowingScheduler
 from registry.client import GlobalConfigurationClient
 from registry.snapshot import ConfigurationSnapshot
 from serai.cliutil import log_event
@@ -64,7 +65,8 @@ class GatewayLog:
     exchange_log: ExchangeLog
     #: The durable log underneath.
     store: MessageLog
-    scheduler: TreeHeadScheduler
+    #: Signs and time-stamps heads; in a follower worker, follows the leader's instead.
+    scheduler: TreeHeadScheduler | FollowingScheduler
     #: Sees every commit (times it, remembers whether the last one failed).
     commits: _NotifyingLog
 
@@ -96,9 +98,12 @@ async def open_gateway_log(
     globalconf: GlobalConfigurationClient,
     stack: contextlib.AsyncExitStack,
     commit_observer: CommitObserver | None = None,
+    sign_heads: bool = True,
 ) -> GatewayLog:
     """Open and start the message log ``config`` describes (module docstring);
-    ``commit_observer`` is told the kind, duration and success of every commit."""
+    ``commit_observer`` is told the kind, duration and success of every commit.
+    ``sign_heads=False`` (a follower worker, :mod:`gateway.workers`): another process
+    of the same log signs and time-stamps its heads; this one only reads them."""
     location: str | Path = config.message_log_url or config.message_log
     store = await MessageLog.open(
         location,
@@ -136,18 +141,27 @@ async def open_gateway_log(
         await store.set_timestamp(head_id, token)
         log_event("log_tree_head_timestamped", tree_size=sth.head.tree_size, head_id=head_id)
 
-    scheduler = TreeHeadScheduler(
-        log_id=str(config.gateway_id),
-        current=store.tree_state,
-        persist_head=persist_head,
-        persist_timestamp=persist_timestamp,
-        signer=signer,
-        timestamper=approved_tsa_timestamper(_snapshot_or_none(globalconf), session=session),
-        interval_s=config.tree_head_interval_s,
-        max_records=config.tree_head_max_records,
-        overdue_after_s=config.timestamping_overdue_s,
-        last_head=last_head,
-    )
+    scheduler: TreeHeadScheduler | FollowingScheduler
+    if not sign_heads:
+        scheduler = FollowingScheduler(
+            log_id=str(config.gateway_id),
+            store=store,
+            interval_s=config.tree_head_interval_s,
+            overdue_after_s=config.timestamping_overdue_s,
+        )
+    else:
+        scheduler = TreeHeadScheduler(
+            log_id=str(config.gateway_id),
+            current=store.tree_state,
+            persist_head=persist_head,
+            persist_timestamp=persist_timestamp,
+            signer=signer,
+            timestamper=approved_tsa_timestamper(_snapshot_or_none(globalconf), session=session),
+            interval_s=config.tree_head_interval_s,
+            max_records=config.tree_head_max_records,
+            overdue_after_s=config.timestamping_overdue_s,
+            last_head=last_head,
+        )
     await scheduler.start()
     stack.push_async_callback(scheduler.stop)
     run_in_background(stack, _archive_configurations(config, globalconf), "globalconf-archive")

@@ -102,11 +102,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def run_gateway(config: GatewayConfig) -> None:
-    """Run the gateway ``config`` describes until SIGINT or SIGTERM (module docstring)."""
+async def run_gateway(config: GatewayConfig, *, leader: bool = True) -> None:
+    """Run the gateway ``config`` describes until SIGINT or SIGTERM (module docstring).
+
+    ``leader=False`` runs a follower worker of ``serai gateway serve --workers N``
+    (:mod:`gateway.workers`): no admin API, and tree heads are signed by the leader."""
     with termination_event() as stop:
         async with contextlib.AsyncExitStack() as stack:
-            if not await _serve(config, stop, stack):
+            if not await _serve(config, stop, stack, leader=leader):
                 log_event("gateway_stopped", gateway_id=str(config.gateway_id), started=False)
                 return
             await stop.wait()
@@ -115,7 +118,11 @@ async def run_gateway(config: GatewayConfig) -> None:
 
 
 async def _serve(
-    config: GatewayConfig, stop: asyncio.Event, stack: contextlib.AsyncExitStack
+    config: GatewayConfig,
+    stop: asyncio.Event,
+    stack: contextlib.AsyncExitStack,
+    *,
+    leader: bool = True,
 ) -> bool:
     """Start every part, registering its stop on ``stack``; ``False`` when ``stop`` was
     set before the ports opened."""
@@ -163,6 +170,7 @@ async def _serve(
         globalconf=globalconf,
         stack=stack,
         commit_observer=lambda kind, seconds, ok: metrics.observe_commit(kind, seconds, ok=ok),
+        sign_heads=leader,
     )
     readiness.gateway_log = gateway_log
     log = gateway_log.exchange_log
@@ -211,31 +219,30 @@ async def _serve(
     )
     run_in_background(stack, watch_readiness(readiness), "readiness")
 
-    admin = AdminServer(
-        gateway_id=config.gateway_id,
-        store=store,
-        log=AdminChangeSignal(log=log, policy=policy),
-        verifier=token_verifier(config),
-        providers=[p.subsystem for p in config.providers],
-        listen=config.admin_listen,
-        status=lambda: _status(globalconf, gateway_log),
-        executor=executor,
-    )
-    await admin.start()
-    stack.push_async_callback(admin.stop)
+    admin_address = None
+    if leader:
+        admin = AdminServer(
+            gateway_id=config.gateway_id,
+            store=store,
+            log=AdminChangeSignal(log=log, policy=policy),
+            verifier=token_verifier(config),
+            providers=[p.subsystem for p in config.providers],
+            listen=config.admin_listen,
+            status=lambda: _status(globalconf, gateway_log),
+            executor=executor,
+        )
+        await admin.start()
+        stack.push_async_callback(admin.stop)
+        admin_address = format_address(config.admin_listen[0], admin.port)
 
-    is_host, peer_host, admin_host = (
-        config.is_listen[0],
-        config.peer_listen[0],
-        config.admin_listen[0],
-    )
+    is_host, peer_host = config.is_listen[0], config.peer_listen[0]
     log_event(
         "gateway_listening",
         gateway_id=str(config.gateway_id),
         **{
             "is": format_address(is_host, runtime.is_port),
             "peer": format_address(peer_host, runtime.peer_port),
-            "admin": format_address(admin_host, admin.port),
+            "admin": admin_address,
             "metrics": format_address(config.metrics_listen[0], ops.port),
         },
         globalconf_serial=snapshot.serial,
