@@ -103,8 +103,10 @@ def register(subparsers: Any) -> None:
 def _register_serve(sub: Any) -> None:
     # gateway.serve builds on this module's helpers, so it is imported when registering.
     from gateway.serve import register_serve  # noqa: PLC0415
+    from gateway.workers import add_workers_option  # noqa: PLC0415
 
     register_serve(sub)
+    add_workers_option(sub.choices["serve"])
 
 
 def open_acl_store(config: GatewayConfig) -> SqlAclStore:
