@@ -74,8 +74,10 @@ def bring_up(
     nginx: Path | None,
     max_in_flight: int,
     say: Callable[[str], None],
+    gateway_workers: int = 1,
 ) -> Federation:
-    """Start everything under ``workdir``, appending each process to ``services``."""
+    """Start everything under ``workdir``, appending each process to ``services``; each
+    gateway with ``gateway_workers`` worker processes (``serai gateway serve --workers``)."""
     if not ECHO_PROVIDER.is_file():
         raise SeraiError(f"the echo provider is missing: {ECHO_PROVIDER} (a source checkout)")
     logs = workdir / "logs"
@@ -171,10 +173,11 @@ def bring_up(
         must(run_serai(*shlex.split(command)[1:], env=env))  # what `gateway init` says to run
         configs[role] = workdir / role / "gateway.toml"
     wait_until_published(anchor, set(_GATEWAYS))
+    workers = ["--workers", str(gateway_workers)] if gateway_workers > 1 else []
     gateways = {
         role: spawn(
             f"gateway-{role}",
-            [*SERAI, "gateway", "serve", "--config", str(configs[role])],
+            [*SERAI, "gateway", "serve", "--config", str(configs[role]), *workers],
             "gateway_stopped",
         )
         for role in ("consumer", "provider")
