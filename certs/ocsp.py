@@ -13,8 +13,8 @@ Guarantees (each has a test in ``tests/test_ocsp.py``):
   unexpected failure ``internalError`` (logged here, never described on the wire).
 * Bytes that are not one DER ``OCSPRequest``, a request for more than one certificate
   (one signed answer per request keeps responses small and cacheable), a nonce outside
-  1..32 octets (RFC 8954 §2.1) and an unrecognised *critical* request extension
-  (RFC 6960 §4.4) are answered ``malformedRequest``.
+  1..32 octets (RFC 8954 §2.1), an unrecognised *critical* request extension
+  (RFC 6960 §4.4) and a negative serial number are answered ``malformedRequest``.
 * A CertID whose hash algorithm is not one of SHA-1, SHA-224, SHA-256, SHA-384 and
   SHA-512, or whose issuer name and key hashes do not match an issuer this responder is
   authoritative for, is answered ``unauthorized``: the responder cannot tell which CA
@@ -271,6 +271,8 @@ class OCSPResponder:
         if issuer is None:
             raise _UnauthorizedError("not authoritative for the issuer in the CertID")
         serial = request.serial_number
+        if serial < 0:  # DER allows it, RFC 5280 §4.1.2.2 does not; no response can carry it
+            raise _MalformedError(f"negative serial number {serial}")
         try:
             record = self._source.lookup(issuer_sha1=issuer.key_sha1, serial=serial)
         except Exception:  # noqa: BLE001  (any store failure is "try later" to the client)
