@@ -94,7 +94,11 @@ class StapledOCSP:
 
     Calling it returns the last validated response (never blocks); :meth:`refresh`
     asks :class:`~certs.ocsp_client.OCSPClient` (which caches and renews before expiry)
-    and the runtime calls it at start and every ``refresh_interval_s``.
+    and the runtime calls it at start and every ``refresh_interval_s``. Once the response
+    held is past its nextUpdate or older than the client's ``max_age_s`` (the responder
+    has been away that long), calling it returns ``b""``: peers would refuse a signature
+    stapled with it (``ocsp_stale``, blaming the client), so :class:`HeaderSigner`
+    refuses to sign with ``ocsp_unavailable``, this gateway's outage, until a fresh one.
     """
 
     def __init__(
@@ -114,8 +118,15 @@ class StapledOCSP:
         self._der = b""
         #: The thisUpdate of the response held (``None`` before the first).
         self.this_update: dt.datetime | None = None
+        self._next_update: dt.datetime | None = None
 
     def __call__(self) -> bytes:
+        if self.this_update is not None:
+            now = dt.datetime.now(dt.UTC)
+            if (self._next_update is not None and self._next_update < now) or (
+                now - self.this_update
+            ).total_seconds() > self._client.max_age_s:
+                return b""
         return self._der
 
     async def refresh(self) -> None:
@@ -124,6 +135,7 @@ class StapledOCSP:
         result.require_good()
         self._der = result.der
         self.this_update = result.this_update
+        self._next_update = result.next_update
 
 
 class GatewayRuntime:
