@@ -1,0 +1,618 @@
+"""Outages of the parts around the gateways (DESIGN §9, reliability), with real processes.
+
+A federation brought up on loopback with ``serai`` commands, as ``serai._benchfed``
+does: a development PKI with its OCSP responder and TSA, the registry, the echo provider
+IS (``tools/echo_provider.py``) on a port of its own choosing, a consumer gateway
+(``UZ/GOV/MINJUST/gw:main``, client ``property``) and a provider gateway
+(``UZ/GOV/CADASTRE/gw:main``, provider ``registry``). A plain grpcio client plays the
+consumer IS. Three settings are shortened so outages play out in test time, each the
+operator's own knob:
+
+* ``registry.toml``: ``configuration_validity_s`` (how long a published configuration is
+  valid) and ``regeneration_interval_s`` (how often the registry re-signs it);
+* ``gateway.toml``: ``globalconf_refresh_interval_s`` (how often a gateway fetches it)
+  and ``default_timeout_s`` (the deadline of an exchange whose caller sets a longer one);
+* ``serai pki ocsp serve --next-update-s`` (the nextUpdate of each OCSP answer, the bound
+  of a cached answer).
+
+Each case stops one part, checks the exact code the consumer IS gets (the gRPC status
+and the ``x-road-error`` trailer, ``origin:code:message``), that every call ends within
+its deadline (every call carries one; the margin is generous, nothing asserts speed),
+then brings the part back and checks that exchanges succeed again WITHOUT restarting
+any gateway (their pids never change).
+
+The OCSP case goes through staleness only in the slow run: the gateway renews the OCSP
+answer it staples every 60 s (not a setting), taking the one fetched in the background
+at the previous renewal, so an answer can be ~120 s old while the responder is up and
+its nextUpdate has to be longer than that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import re
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import grpc
+import pytest
+
+from certs.keys import generate_private_key
+from certs.ocsp import OCSPResponder
+from certs.ocsp_client import OCSPClient, ResponderTransport
+from certs.pkidir import PKIDirectory
+from certs.profiles import Profile
+from gateway.errors import SigningError
+from gateway.headers import request_header_for
+from gateway.runtime import StapledOCSP
+from gateway.signing import HeaderSigner
+from serai._demoprocs import SERAI, Service, must, run_serai
+from serai.errors import ERROR_METADATA_KEY, ErrorCode
+from serai.identifiers import ServiceId, SubsystemId
+from serai.localprocs import free_port, wait_until_published
+
+pytestmark = pytest.mark.timeout(900)
+
+ECHO_PROVIDER: Final = Path(__file__).resolve().parent.parent / "tools" / "echo_provider.py"
+CONSUMER: Final = "UZ/GOV/MINJUST/property"
+PROVIDER: Final = "UZ/GOV/CADASTRE/registry"
+CONSUMER_GW: Final = "UZ/GOV/MINJUST/gw:main"
+PROVIDER_GW: Final = "UZ/GOV/CADASTRE/gw:main"
+GET_PARCEL: Final = "/cadastre.v1.Cadastre/GetParcel"
+SLOW: Final = "/echo.v1.Echo/Slow"
+REACHED: Final = "/echo.v1.Echo/Reached"
+
+#: Shortened settings (module docstring).
+CONF_VALIDITY_S: Final = 20
+CONF_REGENERATION_S: Final = 2
+GLOBALCONF_REFRESH_S: Final = 1
+#: The gateways' own deadline for an exchange (a caller's longer deadline is cut to it).
+GATEWAY_TIMEOUT_S: Final = 4
+#: Longer than the ~120 s an answer can age between renewals while the responder is up.
+OCSP_NEXT_UPDATE_S: Final = 180
+#: The deadline of every call of the consumer IS, unless a case sets its own.
+CALL_DEADLINE_S: Final = 30.0
+#: Slack on top of a deadline before a call counts as hanging (a loaded 2-core machine).
+MARGIN_S: Final = 15.0
+#: How long a part's return may take to show (a refresh, a reconnection back-off).
+RECOVER_S: Final = 240.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the consumer IS saw: status, body, ``x-road-error`` and how long it took."""
+
+    status: grpc.StatusCode
+    body: bytes | None
+    error: str | None  # the x-road-error trailer, origin:code:message
+    elapsed_s: float
+
+    @property
+    def code(self) -> str | None:
+        return None if self.error is None else self.error.split(":", 2)[1]
+
+    @property
+    def origin(self) -> str | None:
+        return None if self.error is None else self.error.split(":", 2)[0]
+
+
+def call(
+    address: str,
+    method: str = GET_PARCEL,
+    body: bytes | None = None,
+    *,
+    deadline_s: float = CALL_DEADLINE_S,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> Outcome:
+    """One call of the consumer IS with a deadline; asserts it ended within the deadline
+    (plus the margin): an outage never hangs the caller."""
+    sent = os.urandom(64) if body is None else body
+    started = time.monotonic()
+    with grpc.insecure_channel(address) as channel:
+        stub = channel.unary_unary(method, None, None)
+        try:
+            answer, state = stub.with_call(
+                sent,
+                metadata=(("x-road-client", CONSUMER), ("x-road-service", PROVIDER), *metadata),
+                timeout=deadline_s,
+            )
+        except grpc.RpcError as exc:
+            failed: grpc.Call = exc  # type: ignore[assignment]  # a RpcError is also a Call
+            outcome = Outcome(
+                failed.code(),
+                None,
+                _error_of(failed.trailing_metadata()),
+                time.monotonic() - started,
+            )
+        else:
+            outcome = Outcome(
+                grpc.StatusCode.OK,
+                answer,
+                _error_of(state.trailing_metadata()),
+                time.monotonic() - started,
+            )
+    assert outcome.elapsed_s <= deadline_s + MARGIN_S, f"a call hung: {outcome}"
+    if outcome.status is grpc.StatusCode.OK:
+        assert outcome.body == sent, "the echo provider returns the body"
+    return outcome
+
+
+def _error_of(trailers: object) -> str | None:
+    for key, value in trailers or ():  # type: ignore[attr-defined]  # a metadata sequence
+        if key == ERROR_METADATA_KEY and isinstance(value, str):
+            return value
+    return None
+
+
+def reached(echo_address: str) -> int:
+    """How many calls reached the echo provider (its own count, asked directly)."""
+    with grpc.insecure_channel(echo_address) as channel:
+        answer = channel.unary_unary(REACHED, None, None)(b"", timeout=CALL_DEADLINE_S)
+    return int(answer)
+
+
+@dataclass
+class Federation:
+    """The running processes, and how to stop and restart the parts that go down."""
+
+    workdir: Path
+    services: list[Service]
+    pki: Path
+    registry_config: Path
+    ocsp_listen: str
+    echo_listen: str
+    consumer_is: str
+    gateways: dict[str, Service] = field(default_factory=dict)
+    parts: dict[str, Service] = field(default_factory=dict)
+    _starts: dict[str, int] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str], stopped_event: str) -> Service:
+        count = self._starts.get(name, 0) + 1
+        self._starts[name] = count
+        log = self.workdir / "logs" / f"{name}-{count}.log"
+        service = Service.start(name, argv, log=log, stopped_event=stopped_event)
+        self.services.append(service)
+        self.parts[name] = service
+        return service
+
+    def stop(self, name: str) -> None:
+        """Stop a part with SIGTERM, as an operator (or a crash, for what peers see)."""
+        service = self.parts[name]
+        service.terminate()
+        service.wait_stopped()
+        assert not service.running()
+
+    def start_echo(self) -> None:
+        echo = self.start(
+            "echo",
+            [sys.executable, str(ECHO_PROVIDER), "--listen", self.echo_listen],
+            "echo_stopped",
+        )
+        echo.wait_for("echo_listening")
+
+    def start_registry(self) -> None:
+        registry = self.start(
+            "registry",
+            [*SERAI, "registry", "serve", "--config", str(self.registry_config)],
+            "registry_stopped",
+        )
+        registry.wait_for("registry_listening")
+
+    def start_ocsp(self) -> None:
+        ocsp = self.start(
+            "ocsp",
+            [
+                *SERAI, "pki", "ocsp", "serve", "--dir", str(self.pki),
+                "--listen", self.ocsp_listen, "--next-update-s", str(OCSP_NEXT_UPDATE_S),
+            ],
+            "ocsp_stopped",
+        )  # fmt: skip
+        ocsp.wait_for("ocsp_listening")
+
+    def gateway_pids(self) -> dict[str, int]:
+        """The gateways' pids; both must still run (nothing restarted them)."""
+        for name, gateway in self.gateways.items():
+            assert gateway.running(), f"gateway {name} exited: {gateway.log}"
+        return {name: gateway.pid for name, gateway in self.gateways.items()}
+
+
+def _set(path: Path, key: str, value: int) -> None:
+    """Set ``key = value`` in a TOML file written by an ``init`` command (the line must be
+    there exactly once: the test fails loudly if ``init`` stops writing it)."""
+    text = path.read_text()
+    new, count = re.subn(rf"(?m)^{re.escape(key)} = .*$", f"{key} = {value}", text)
+    assert count == 1, f"{path}: {key} appears {count} times"
+    path.write_text(new)
+
+
+def bring_up(workdir: Path, services: list[Service]) -> Federation:
+    """Everything under ``workdir`` with the shortened settings; each process is appended
+    to ``services`` as it starts."""
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    ocsp_port, tsa_port = free_port(), free_port()
+    pki = workdir / "pki"
+    must(
+        run_serai(
+            "pki", "init", "--dir", pki, "--instance", "UZ",
+            "--ocsp-url", f"http://127.0.0.1:{ocsp_port}/",
+            "--tsa-url", f"http://127.0.0.1:{tsa_port}/",
+        )
+    )  # fmt: skip
+    reg = workdir / "registry"
+    must(
+        run_serai(
+            "registry", "init", "--dir", reg, "--instance", "UZ", "--pki", pki,
+            "--grpc-listen", f"127.0.0.1:{free_port()}",
+            "--http-listen", f"127.0.0.1:{free_port()}",
+        )
+    )  # fmt: skip
+    _set(reg / "registry.toml", "configuration_validity_s", CONF_VALIDITY_S)
+    _set(reg / "registry.toml", "regeneration_interval_s", CONF_REGENERATION_S)
+    fed = Federation(
+        workdir=workdir,
+        services=services,
+        pki=pki,
+        registry_config=reg / "registry.toml",
+        ocsp_listen=f"127.0.0.1:{ocsp_port}",
+        echo_listen=f"127.0.0.1:{free_port()}",
+        consumer_is="",
+    )
+    fed.start_ocsp()
+    tsa = fed.start(
+        "tsa",
+        [*SERAI, "pki", "tsa", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{tsa_port}"],
+        "tsa_stopped",
+    )
+    tsa.wait_for("tsa_listening")
+    fed.start_registry()
+    grpc_at = str(fed.parts["registry"].wait_for("registry_listening")["grpc"])
+    token = workdir / "registry.jwt"
+    must(
+        run_serai(
+            "registry", "token", "issue", "--config", reg / "registry.toml",
+            "--role", "registry-admin", "--subject", "outages", "--out", token,
+        )
+    )  # fmt: skip
+    env = {
+        **os.environ,
+        "SERAI_REGISTRY": grpc_at,
+        "SERAI_REGISTRY_TOKEN": token.read_text().strip(),
+    }
+    for member, name, subsystem in (
+        ("UZ/GOV/MINJUST", "Ministry of Justice", CONSUMER),
+        ("UZ/GOV/CADASTRE", "Cadastre Agency", PROVIDER),
+    ):
+        must(run_serai("registry", "member", "add", member, "--name", name, env=env))
+        must(run_serai("registry", "subsystem", "add", subsystem, env=env))
+    anchor = workdir / "anchor.bin"
+    must(run_serai("registry", "anchor", "--config", reg / "registry.toml", "--out", anchor))
+    fed.start_echo()
+
+    configs: dict[str, Path] = {}
+    for role, gateway_id, options in (
+        ("consumer", CONSUMER_GW, ["--client", CONSUMER]),
+        ("provider", PROVIDER_GW, ["--provider", f"{PROVIDER}={fed.echo_listen}"]),
+    ):
+        out = must(
+            run_serai(
+                "gateway", "init", "--dir", workdir / role, "--gateway-id", gateway_id,
+                "--pki", pki, "--anchor", anchor, "--peer-listen", f"127.0.0.1:{free_port()}",
+                "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *options,
+            )
+        )  # fmt: skip
+        command = next(line for line in out.splitlines() if "serai registry gateway add" in line)
+        must(run_serai(*shlex.split(command)[1:], env=env))  # what `gateway init` says to run
+        configs[role] = workdir / role / "gateway.toml"
+        _set(configs[role], "globalconf_refresh_interval_s", GLOBALCONF_REFRESH_S)
+        _set(configs[role], "default_timeout_s", GATEWAY_TIMEOUT_S)
+    wait_until_published(anchor, {CONSUMER_GW, PROVIDER_GW})
+    for role in ("consumer", "provider"):
+        fed.gateways[role] = fed.start(
+            f"gateway-{role}",
+            [*SERAI, "gateway", "serve", "--config", str(configs[role])],
+            "gateway_stopped",
+        )
+    at = {role: gw.wait_for("gateway_listening") for role, gw in fed.gateways.items()}
+    fed.consumer_is = str(at["consumer"]["is"])
+    admin_token = workdir / "gateway.jwt"
+    must(
+        run_serai(
+            "gateway", "token", "issue", "--config", configs["provider"],
+            "--role", "gateway-admin", "--subject", "outages", "--out", admin_token,
+        )
+    )  # fmt: skip
+    acl = ("--gateway", str(at["provider"]["admin"]), "--token-file", str(admin_token))
+    must(run_serai("acl", "grant", PROVIDER, GET_PARCEL, CONSUMER, *acl))
+    must(run_serai("acl", "grant", PROVIDER, "echo.v1.Echo", CONSUMER, *acl))
+    return fed
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    services: list[Service] = []
+    try:
+        federation = bring_up(tmp_path_factory.mktemp("outages"), services)
+        succeeds_eventually(federation)  # channels, handshakes and first OCSP answers
+        yield federation
+    finally:
+        for service in services:
+            service.terminate()
+        for service in services:
+            service.wait_stopped()  # SIGKILL after a while
+
+
+def succeeds_eventually(
+    fed: Federation, *, what: str = "the federation", codes: frozenset[str] | None = None
+) -> tuple[int, float]:
+    """Calls until one succeeds; (failed calls before it, seconds). Every call ends within
+    its deadline; with ``codes``, every failure on the way carries one of them."""
+    failed = 0
+    started = time.monotonic()
+    while True:
+        outcome = call(fed.consumer_is)
+        if outcome.status is grpc.StatusCode.OK:
+            return failed, time.monotonic() - started
+        assert codes is None or outcome.code in codes, f"{what}: {outcome}"
+        failed += 1
+        assert time.monotonic() - started < RECOVER_S, f"{what} did not recover: {outcome}"
+        time.sleep(0.5)
+
+
+def assert_serving(fed: Federation, times: int = 3) -> None:
+    for _ in range(times):
+        outcome = call(fed.consumer_is)
+        assert (outcome.status, outcome.error) == (grpc.StatusCode.OK, None), outcome
+
+
+def assert_refused(outcome: Outcome, status: grpc.StatusCode, code: str) -> None:
+    assert (outcome.status, outcome.code) == (status, code), outcome
+
+
+@contextlib.contextmanager
+def silent_listener(address: str) -> Iterator[socket.socket]:
+    """A TCP listener at ``address`` that completes handshakes (the kernel's backlog) and
+    never reads nor answers: a hanging IS."""
+    host, port = address.rsplit(":", 1)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, int(port)))
+        listener.listen(64)
+        yield listener
+    finally:
+        listener.close()
+
+
+def test_provider_is_down_gives_provider_unavailable_then_recovers(fed: Federation) -> None:
+    pids = fed.gateway_pids()
+    assert_serving(fed)
+
+    fed.stop("echo")
+    for _ in range(5):
+        outcome = call(fed.consumer_is)
+        assert_refused(outcome, grpc.StatusCode.UNAVAILABLE, "provider_unavailable")
+        assert outcome.origin == "provider"
+
+    fed.start_echo()  # a new provider process on the same port
+    failed, seconds = succeeds_eventually(
+        fed, what="a restarted provider IS", codes=frozenset({"provider_unavailable"})
+    )
+    print(f"provider IS back: served after {failed} refused calls, {seconds:.1f} s")
+    assert_serving(fed)
+    assert reached(fed.echo_listen) >= 4, "the new provider process got the exchanges"
+    assert fed.gateway_pids() == pids
+
+
+def test_slow_provider_is_cut_at_the_deadline(fed: Federation) -> None:
+    pids = fed.gateway_pids()
+    assert_serving(fed)
+    # The echo provider sleeps 5 s on /Slow (metadata other than x-road-* stays in the
+    # consumer gateway, so its default applies). The caller's own deadline of 2 s reaches
+    # the provider gateway, which gives up on the IS and says so.
+    outcome = call(fed.consumer_is, SLOW, deadline_s=2.0)
+    assert outcome.status is grpc.StatusCode.DEADLINE_EXCEEDED, outcome
+    assert outcome.code in {None, "deadline_exceeded"}, outcome  # None: the caller's own timer
+    # A caller with a longer deadline (30 s) is cut at the gateways' default_timeout_s (4 s):
+    # no IS can hold an exchange longer than the gateway allows.
+    outcome = call(fed.consumer_is, SLOW, deadline_s=CALL_DEADLINE_S)
+    assert_refused(outcome, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline_exceeded")
+    assert outcome.elapsed_s < CALL_DEADLINE_S, "the gateway's deadline, not the caller's"
+    assert_serving(fed)
+    assert fed.gateway_pids() == pids
+
+
+def test_hanging_provider_is_gives_a_code_within_the_deadline(fed: Federation) -> None:
+    pids = fed.gateway_pids()
+    assert_serving(fed)
+    fed.stop("echo")
+    with silent_listener(fed.echo_listen):
+        outcomes = [call(fed.consumer_is) for _ in range(3)]
+    for outcome in outcomes:
+        # Accepted TCP, never an HTTP/2 answer: the exchange's deadline (the gateways'
+        # 4 s, well inside the caller's 30 s) ends it, or, once gRPC gives up the
+        # connection attempt, the IS is unreachable. Never a hang, never a bare status.
+        assert (outcome.status, outcome.code) in {
+            (grpc.StatusCode.DEADLINE_EXCEEDED, "deadline_exceeded"),
+            (grpc.StatusCode.UNAVAILABLE, "provider_unavailable"),
+        }, outcome
+        assert outcome.elapsed_s < CALL_DEADLINE_S, "the gateway's deadline, not the caller's"
+    assert outcomes[0].code == "deadline_exceeded", outcomes[0]  # the IS took the connection
+
+    fed.start_echo()
+    failed, seconds = succeeds_eventually(
+        fed,
+        what="the provider IS after a hang",
+        codes=frozenset({"provider_unavailable", "deadline_exceeded"}),
+    )
+    print(f"provider IS back after a hang: served after {failed} refused calls, {seconds:.1f} s")
+    assert_serving(fed)
+    assert fed.gateway_pids() == pids
+
+
+def test_registry_down_serves_until_expiry_then_globalconf_expired_then_recovers(
+    fed: Federation,
+) -> None:
+    pids = fed.gateway_pids()
+    assert_serving(fed)
+
+    fed.stop("registry")
+    stopped = time.monotonic()
+    served = 0
+    while True:  # the gateways serve from their copy until its expires_at
+        outcome = call(fed.consumer_is)
+        if outcome.status is not grpc.StatusCode.OK:
+            break
+        served += 1
+        assert time.monotonic() - stopped < CONF_VALIDITY_S + RECOVER_S, "never expired"
+        time.sleep(0.5)
+    expired_after = time.monotonic() - stopped
+    assert served >= 1, "the cached configuration was not served at all"
+    assert_refused(outcome, grpc.StatusCode.UNAVAILABLE, "globalconf_expired")
+    assert outcome.origin == "gateway"
+    for _ in range(3):  # fail closed, and stay closed while the registry is away
+        assert_refused(call(fed.consumer_is), grpc.StatusCode.UNAVAILABLE, "globalconf_expired")
+    print(f"registry down: served {served} calls, expired after {expired_after:.1f} s")
+
+    fed.start_registry()  # same configuration, same ports
+    failed, seconds = succeeds_eventually(
+        fed,
+        what="the gateways after the registry's return",
+        codes=frozenset({"globalconf_expired"}),
+    )
+    print(f"registry back: served after {failed} refused calls, {seconds:.1f} s")
+    assert_serving(fed)
+    assert fed.gateway_pids() == pids
+
+
+def test_ocsp_responder_down_exchanges_continue_on_the_cached_answer(fed: Federation) -> None:
+    """The short version: no exchange waits for the responder; each gateway staples the
+    answer it holds (the slow test below plays the outage to its end)."""
+    pids = fed.gateway_pids()
+    assert_serving(fed)
+    fed.stop("ocsp")
+    try:
+        for _ in range(8):
+            outcome = call(fed.consumer_is)
+            assert (outcome.status, outcome.error) == (grpc.StatusCode.OK, None), outcome
+            time.sleep(0.5)
+    finally:
+        fed.start_ocsp()
+    assert_serving(fed)
+    assert fed.gateway_pids() == pids
+
+
+@pytest.mark.slow
+def test_ocsp_responder_down_until_the_answers_expire_then_refused_then_recovers(
+    fed: Federation,
+) -> None:
+    pids = fed.gateway_pids()
+    assert_serving(fed)
+    fed.stop("ocsp")
+    stopped = time.monotonic()
+    served = 0
+    while True:  # served while the stapled answers are within their nextUpdate
+        outcome = call(fed.consumer_is)
+        if outcome.status is not grpc.StatusCode.OK:
+            break
+        served += 1
+        assert time.monotonic() - stopped < OCSP_NEXT_UPDATE_S + RECOVER_S, "never refused"
+        time.sleep(1.0)
+    stale_after = time.monotonic() - stopped
+    assert served >= 1, "the cached OCSP answer was not used at all"
+    # The consumer gateway's own answer is past its bound: it says so itself, as an
+    # outage (UNAVAILABLE, retry later), rather than sending a request its peer refuses.
+    assert_refused(outcome, grpc.StatusCode.UNAVAILABLE, "ocsp_unavailable")
+    assert outcome.origin == "gateway"
+    for _ in range(3):
+        assert_refused(call(fed.consumer_is), grpc.StatusCode.UNAVAILABLE, "ocsp_unavailable")
+    print(f"OCSP responder down: served {served} calls, refused after {stale_after:.1f} s")
+
+    fed.start_ocsp()
+    failed, seconds = succeeds_eventually(
+        fed,
+        what="the gateways after the responder's return",
+        codes=frozenset({"ocsp_unavailable"}),
+    )
+    print(f"OCSP responder back: served after {failed} refused calls, {seconds:.1f} s")
+    assert_serving(fed)
+    assert fed.gateway_pids() == pids
+
+
+# -- StapledOCSP past its bound (the unit under the OCSP case) ------------------------------
+
+
+async def _stapled_until_its_bound(
+    tmp_path: Path, *, lag_s: float, next_update_s: int, max_age_s: float
+) -> None:
+    """A gateway's stapled answer, from a responder whose answers are ``lag_s`` old when
+    fetched: stapled until its bound, then withheld (the signer refuses with
+    ``ocsp_unavailable``), then stapled again after a refresh from a responder in time."""
+    pki = PKIDirectory.init(tmp_path / "pki", instance="UZ")
+    ca = pki.issuing_ca()
+    responder_key, responder_chain = pki.ocsp_signer()
+    lag = [dt.timedelta(seconds=lag_s)]
+    responder = OCSPResponder(
+        key=responder_key,
+        certificate=responder_chain[0],
+        issuers=[ca.certificate],
+        source=ca.records,
+        next_update_s=next_update_s,
+        clock=lambda: dt.datetime.now(dt.UTC) - lag[0],
+    )
+    key = generate_private_key()
+    certificate = ca.issue(Profile.SIGN, "UZ/GOV/MINJUST", key.public_key())
+    header = request_header_for(
+        message_id="m-1",
+        client=SubsystemId.parse(CONSUMER),
+        service=ServiceId.for_method(subsystem=SubsystemId.parse(PROVIDER), method_path=GET_PARCEL),
+        body=b"x",
+        created_at=dt.datetime.now(dt.UTC),
+    )
+    async with OCSPClient(transport=ResponderTransport(responder), max_age_s=max_age_s) as client:
+        stapled = StapledOCSP(
+            client=client, certificate=certificate, issuer=ca.certificate, url="http://ocsp/"
+        )
+        signer = HeaderSigner(
+            key=key, certificate_chain=[certificate, ca.certificate], ocsp_response=stapled
+        )
+        await stapled.refresh()
+        held = stapled()
+        assert held, "a fresh answer is stapled"
+        assert signer.sign(header).ocsp_response == held
+        assert stapled.this_update is not None
+        bound = min(
+            stapled.this_update + dt.timedelta(seconds=next_update_s),
+            stapled.this_update + dt.timedelta(seconds=max_age_s),
+        )
+        await asyncio.sleep((bound - dt.datetime.now(dt.UTC)).total_seconds() + 1.0)
+        assert stapled() == b"", "an answer past its bound is withheld"
+        with pytest.raises(SigningError) as refused:
+            signer.sign(header)
+        assert refused.value.code is ErrorCode.OCSP_UNAVAILABLE
+        assert refused.value.status is grpc.StatusCode.UNAVAILABLE
+
+        lag[0] = dt.timedelta(0)  # the responder is back (the cached answer is unusable)
+        await stapled.refresh()
+        assert stapled() not in {b"", held}
+        assert signer.sign(header).ocsp_response == stapled()
+
+
+def test_stapled_answer_past_its_next_update_makes_signing_ocsp_unavailable(
+    tmp_path: Path,
+) -> None:
+    asyncio.run(_stapled_until_its_bound(tmp_path, lag_s=100, next_update_s=103, max_age_s=3600))
+
+
+def test_stapled_answer_older_than_the_max_age_makes_signing_ocsp_unavailable(
+    tmp_path: Path,
+) -> None:
+    asyncio.run(_stapled_until_its_bound(tmp_path, lag_s=2, next_update_s=3600, max_age_s=5))
