@@ -73,6 +73,9 @@ pytestmark = pytest.mark.timeout(900)
 
 _REFUSALS = "serai_gateway_refusals_total"
 _EXCHANGES = "serai_gateway_exchanges_total"
+_LOG_RECORDS = "serai_gateway_log_records"
+#: Records of one exchange in a gateway's log: the request and the response.
+_EXCHANGE = 2
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +101,28 @@ def peer(fed: AttackFederation) -> Iterator[PeerLink]:
         yield link
 
 
+def _records(fed: AttackFederation) -> tuple[float, float]:
+    """Records committed to the consumer's and the provider's message logs."""
+    return (
+        metric_total(fed.consumer_metrics, _LOG_RECORDS),
+        metric_total(fed.provider_metrics, _LOG_RECORDS),
+    )
+
+
 @contextlib.contextmanager
-def refused(fed: AttackFederation, *, by: str, code: str, origin: str = "client") -> Iterator[None]:
+def refused(
+    fed: AttackFederation,
+    *,
+    by: str,
+    code: str,
+    origin: str = "client",
+    logged: tuple[int, int] = (0, 0),
+) -> Iterator[None]:
     """The block makes one exchange that gateway ``by`` (``consumer`` or ``provider``,
-    also the metrics' side) refuses with ``code``: the provider IS is not reached, and
-    the refusal is counted once in that gateway's metrics, under its code and origin."""
+    also the metrics' side) refuses with ``code``: the provider IS is not reached; the
+    refusal is counted once in that gateway's metrics, under its code and origin; and
+    the consumer's and provider's message logs grow by ``logged`` records (none: a
+    refused message leaves no record, except the request a consumer sent)."""
     metrics = fed.consumer_metrics if by == "consumer" else fed.provider_metrics
     refusals = {"side": by, "code": code, "origin": origin}
     exchanges = {"side": by, "code": code}
@@ -111,6 +131,7 @@ def refused(fed: AttackFederation, *, by: str, code: str, origin: str = "client"
         metric_total(metrics, _REFUSALS, **refusals),
         metric_total(metrics, _EXCHANGES, **exchanges),
     )
+    records = _records(fed)
     yield
     after = (
         reached(fed.echo),
@@ -120,18 +141,26 @@ def refused(fed: AttackFederation, *, by: str, code: str, origin: str = "client"
     assert after[0] == before[0], "the provider IS was reached"
     assert after[1] == before[1] + 1, f"{_REFUSALS}{refusals}: {before[1]} -> {after[1]}"
     assert after[2] == before[2] + 1, f"{_EXCHANGES}{exchanges}: {before[2]} -> {after[2]}"
+    grown = tuple(a - b for a, b in zip(_records(fed), records, strict=True))
+    assert grown == logged, f"log records (consumer, provider) grew by {grown}"
 
 
 @contextlib.contextmanager
-def served(fed: AttackFederation, *, by: str, reaching: bool = True) -> Iterator[None]:
-    """The block makes one exchange that gateway ``by`` serves (counted ``ok``), and
-    that reaches the provider IS once (when ``reaching``)."""
+def served(
+    fed: AttackFederation, *, by: str, logged: tuple[int, int], reaching: bool = True
+) -> Iterator[None]:
+    """The block makes one exchange that gateway ``by`` serves (counted ``ok``), that
+    reaches the provider IS once (when ``reaching``), and after which the consumer's
+    and provider's message logs have grown by ``logged`` records."""
     metrics = fed.consumer_metrics if by == "consumer" else fed.provider_metrics
     before = reached(fed.echo), metric_total(metrics, _EXCHANGES, side=by, code="ok")
+    records = _records(fed)
     yield
     after = reached(fed.echo), metric_total(metrics, _EXCHANGES, side=by, code="ok")
     assert after[0] == before[0] + (1 if reaching else 0)
     assert after[1] == before[1] + 1
+    grown = tuple(a - b for a, b in zip(_records(fed), records, strict=True))
+    assert grown == logged, f"log records (consumer, provider) grew by {grown}"
 
 
 def assert_answered(outcome: Outcome, body: bytes) -> None:
@@ -171,7 +200,7 @@ def test_an_unaltered_forged_request_is_served(
     fed: AttackFederation, forger: Forger, peer: PeerLink
 ) -> None:
     _, signed = forger.request(b"parcel 42")
-    with served(fed, by="provider"):
+    with served(fed, by="provider", logged=(0, _EXCHANGE)):
         outcome = peer.send(signed, b"parcel 42")
     assert_answered(outcome, b"parcel 42")
 
@@ -225,7 +254,7 @@ def test_a_replayed_message_is_refused(
     fed: AttackFederation, forger: Forger, peer: PeerLink
 ) -> None:
     _, signed = forger.request(b"pay 100")
-    with served(fed, by="provider"):
+    with served(fed, by="provider", logged=(0, _EXCHANGE)):
         assert_answered(peer.send(signed, b"pay 100"), b"pay 100")
     with refused(fed, by="provider", code="replay_detected"):
         outcome = peer.send(signed, b"pay 100")
@@ -237,11 +266,12 @@ def test_a_message_id_reused_by_an_is_is_refused_as_a_replay(fed: AttackFederati
     repeated ``x-road-id``: the provider gateway refuses it, the consumer relays it."""
     message_id = f"reused-{dt.datetime.now(dt.UTC).timestamp()}"
     again = (("x-road-id", message_id),)
-    with served(fed, by="consumer"):
+    with served(fed, by="consumer", logged=(_EXCHANGE, _EXCHANGE)):
         first = call_is(fed.consumer_is, b"pay 100", client=str(PROPERTY), extra=again)
     assert first.body == b"pay 100", first
     relayed_before = metric_total(fed.consumer_metrics, _EXCHANGES, code="replay_detected")
-    with refused(fed, by="provider", code="replay_detected"):
+    # the consumer gateway logged the request it sent
+    with refused(fed, by="provider", code="replay_detected", logged=(1, 0)):
         outcome = call_is(fed.consumer_is, b"pay 100", client=str(PROPERTY), extra=again)
     assert outcome.refusal == ("ALREADY_EXISTS", "client", "replay_detected")
     assert outcome.trailers["x-road-id"] == message_id
@@ -296,7 +326,7 @@ def test_an_is_at_the_allowed_address_is_served(fed: AttackFederation) -> None:
     """The control: ARCHIVE's IS calls from 127.0.0.2, its allowed address."""
     with (
         SourceAddressRelay(fed.consumer_is, source_ip=ARCHIVE_IS_ADDRESS) as relay,
-        served(fed, by="consumer"),
+        served(fed, by="consumer", logged=(_EXCHANGE, _EXCHANGE)),
     ):
         outcome = call_is(relay.address, b"archive 1", client=str(ARCHIVE))
     assert outcome.body == b"archive 1", outcome
@@ -334,7 +364,7 @@ def test_an_is_claiming_a_client_it_may_not_use_is_refused(
 def test_a_body_of_the_largest_size_is_served(fed: AttackFederation) -> None:
     """The control: exactly ``max_message_bytes`` passes both gateways."""
     body = b"x" * MAX_MESSAGE_BYTES
-    with served(fed, by="consumer"):
+    with served(fed, by="consumer", logged=(_EXCHANGE, _EXCHANGE)):
         outcome = call_is(fed.consumer_is, body, client=str(PROPERTY))
     assert outcome.body == body
 
@@ -369,10 +399,11 @@ def test_a_far_oversize_message_never_reaches_the_provider(
     RESOURCE_EXHAUSTED, the status DESIGN §4 gives ``message_too_large``."""
     body = b"x" * _FAR_OVERSIZE
     _, signed = forger.request(body)
-    before = reached(fed.echo)
+    before, records = reached(fed.echo), _records(fed)
     from_is = call_is(fed.consumer_is, body, client=str(PROPERTY))
     from_peer = peer.send(signed, body)
     assert reached(fed.echo) == before
+    assert _records(fed) == records
     assert from_is.status == from_peer.status == "RESOURCE_EXHAUSTED"
     assert from_is.body is from_peer.body is None
 
@@ -514,7 +545,7 @@ def test_a_rogue_provider_binding_honestly_is_served(
     """The control: the test's provider gateway, binding its response to the request it
     received, is accepted by the real consumer gateway."""
     rogue.bind_to = lambda sha256: sha256
-    with served(fed, by="consumer", reaching=False):
+    with served(fed, by="consumer", logged=(_EXCHANGE, 0), reaching=False):
         outcome = _call_tax(fed, b"tax 1")
     assert outcome.body == b"tax 1", outcome
     assert outcome.trailers["x-road-request-hash"] == rogue.requests[-1].hex()
@@ -534,7 +565,8 @@ def test_a_response_whose_request_hash_does_not_match_is_refused(
     else:
         rogue.bind_to = lambda sha256: bytes([sha256[0] ^ 1]) + sha256[1:]
     count = len(rogue.requests)
-    with refused(fed, by="consumer", code="signature_invalid", origin="provider"):
+    # the consumer gateway logged the request it sent, and no response
+    with refused(fed, by="consumer", code="signature_invalid", origin="provider", logged=(1, 0)):
         outcome = _call_tax(fed, b"tax 2")
     assert len(rogue.requests) == count + 1, "the rogue was not asked"
     assert outcome.refusal == ("UNAUTHENTICATED", "provider", "signature_invalid")
