@@ -68,8 +68,9 @@ def create_app(
     app = web.Application(middlewares=[_no_trace], client_max_size=max_request_bytes)
     app[_RESPONDER_KEY] = responder
     app[_MAX_BYTES_KEY] = max_request_bytes
-    app.router.add_post("/{tail:.*}", _post)
-    app.router.add_get("/{tail:.*}", _get)
+    # [\s\S], not '.': a path may hold a percent-encoded newline, which '.' does not match.
+    app.router.add_post("/{tail:[\\s\\S]*}", _post)
+    app.router.add_get("/{tail:[\\s\\S]*}", _get)
     return app
 
 
