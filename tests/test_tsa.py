@@ -694,3 +694,25 @@ async def test_client_oversize_reply_is_invalid(pki: Pki, http: Any) -> None:
         with pytest.raises(TimestampError, match="exceeds") as info:
             await client.timestamp(DATA)
     assert info.value.code is ErrorCode.TIMESTAMP_INVALID
+
+
+def _with_signer_info(token: bytes, signer_info: bytes) -> bytes:
+    """``token`` with its SignerInfo replaced by these exact bytes (outer lengths redone,
+    the SignerInfo's own bytes kept as they are)."""
+    info = cms.ContentInfo.load(token)
+    signed = info["content"]
+    signed["signer_infos"] = cms.SignerInfos([cms.SignerInfo.load(signer_info)])
+    rebuilt: bytes = cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+    assert signer_info in rebuilt
+    return rebuilt
+
+
+def test_a_signer_info_in_ber_that_is_not_der_is_refused(pki: Pki, tsa: TimeStampAuthority) -> None:
+    # The same SignerInfo with its length in a non-minimal long form: the same value,
+    # another encoding, outside the signature. One encoding only is accepted.
+    token = granted_token(tsa)
+    original = cms.ContentInfo.load(token)["content"]["signer_infos"][0].dump()
+    assert original[1] == 0x82  # a two-octet long-form length
+    widened = b"\x30\x83\x00" + original[2:]
+    assert verify(pki, _with_signer_info(token, original)).serial_number > 0
+    _failure(pki, _with_signer_info(token, widened), "signer info is not DER-encoded")

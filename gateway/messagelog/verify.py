@@ -78,6 +78,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 
+from certs.der import check_der
 from certs.errors import PKIError, TimestampError
 from certs.keys import parse_der_certificate
 from certs.ocsp_client import DEFAULT_MAX_AGE_S
@@ -565,8 +566,10 @@ def _check_token_encoding(token: bytes, listed: frozenset[bytes]) -> None:
             _fail("head_timestamp", "the token is not a CMS SignedData")
         for name in ("version", "digest_algorithms", "encap_content_info", "signer_infos"):
             part = signed[name]
-            if type(part).load(part.dump()).dump(force=True) != part.dump():
-                _fail("head_timestamp", f"the token's {name} is not DER-encoded")
+            try:
+                check_der(part.dump(), set_of_tags=(0xA0, 0xA1))  # SignerInfo's attributes
+            except ValueError as exc:
+                _fail("head_timestamp", f"the token's {name} is not DER-encoded: {exc}")
         if not isinstance(signed["crls"], core.Void):
             _fail("head_timestamp", "the token carries CRLs")
         embedded = (
