@@ -340,7 +340,11 @@ def create_http_app(
         if not parts or any(p in (".", "..") or p.startswith(".") for p in parts):
             raise web.HTTPNotFound
         path = root.joinpath(*parts)
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError:  # a name longer than the file system allows (ENAMETOOLONG)
+            found = False
+        if not found:
             raise web.HTTPNotFound
         cache = "no-cache" if parts[-1] == "current" else _IMMUTABLE
         kind = "application/json" if BUNDLE_DIR in parts[:-1] else "application/octet-stream"
