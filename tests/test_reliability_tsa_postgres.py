@@ -409,6 +409,8 @@ class TsaRun:
     waiting_sizes: dict[str, int]  # role -> log size when the TSA came back
     ready_while_down: dict[str, tuple[int, str]]  # role -> /readyz status and text
     tsa_back_at: dt.datetime  # when the TSA was started again
+    stopped_mono: float  # time.monotonic() when the TSA had stopped
+    back_mono: float  # ... and when it listened again
 
 
 def _overdue_side(outcome: Outcome) -> str | None:
@@ -430,6 +432,7 @@ def _tsa_outage(fed: Federation, channel: grpc.Channel, *, extra_down_s: float) 
     with ``timestamping_overdue``, then ``extra_down_s`` more; restart the TSA on its
     port; call until exchanges are answered again."""
     fed.stop_tsa()
+    stopped = time.monotonic()
     down: list[tuple[bool, Outcome]] = []
     deadline = time.monotonic() + RECOVER_S
     consumer_refused_at: float | None = None
@@ -456,6 +459,7 @@ def _tsa_outage(fed: Federation, channel: grpc.Channel, *, extra_down_s: float) 
     ready = {role: readyz(fed.metrics[role]) for role in fed.gateways}
     back_at = dt.datetime.now(dt.UTC)
     fed.start_tsa()
+    back = time.monotonic()
     recovery: list[Outcome] = []
     deadline = time.monotonic() + RECOVER_S
     while True:
@@ -471,6 +475,8 @@ def _tsa_outage(fed: Federation, channel: grpc.Channel, *, extra_down_s: float) 
         waiting_sizes=waiting,
         ready_while_down=ready,
         tsa_back_at=back_at,
+        stopped_mono=stopped,
+        back_mono=back,
     )
 
 
@@ -544,6 +550,17 @@ def _check_tsa_run(fed: Federation, run: TsaRun, reached_delta: int, work: Path)
         ) >= phases.count(side)
     # Recovery: the last call was answered, and every refusal before it was the same code.
     assert run.recovery[-1].ok
+    figures = {
+        "calls_while_down": len(run.down),
+        "answered_while_down": phases.count("ok"),
+        "provider_refused": phases.count("provider"),
+        "consumer_refused": phases.count("consumer"),
+        "first_provider_refusal_after_s": run.down[first_provider][1].started - run.stopped_mono,
+        "first_consumer_refusal_after_s": run.down[first_consumer][1].started - run.stopped_mono,
+        "refused_after_tsa_back": len(run.recovery) - 1,
+        "answered_after_tsa_back_s": run.recovery[-1].started - run.back_mono,
+    }
+    print("figures:", json.dumps(figures))  # for the report (pytest -s)
     fed.assert_gateways_never_restarted()
 
     for role, (status, text) in run.ready_while_down.items():
@@ -652,6 +669,14 @@ def pg_fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgFederation]:
             yield PgFederation(fed=fed, cluster=cluster, dsns=dsns)
 
 
+#: ``pg_ctl restart -m fast`` or ``-m immediate``, or ``stopped``: ``pg_ctl stop -m fast``,
+#: :data:`STOPPED_S` without a server, then ``pg_ctl start``.
+Outage = Literal["fast", "immediate", "stopped"]
+#: How long the ``stopped`` outage keeps the server down (longer than the log's 5 s
+#: connect timeout, so the writer fails to reconnect several times).
+STOPPED_S: Final = 12.0
+
+
 @dataclass
 class LoadRun:
     outcomes: list[Outcome]
@@ -660,13 +685,13 @@ class LoadRun:
 
 async def _load_with_restarts(
     pg: PgFederation,
-    modes: list[Literal["fast", "immediate"]],
+    modes: list[Outage],
     *,
     in_flight: int,
     settle_s: float,
 ) -> LoadRun:
-    """``in_flight`` callers back to back; after ``settle_s`` of answered calls, restart
-    the cluster in each mode in turn, each once calls are answered again after the last."""
+    """``in_flight`` callers back to back; after ``settle_s`` of answered calls, each
+    outage of ``modes`` in turn, each once calls are answered again after the last."""
     outcomes: list[Outcome] = []
     restarts: list[tuple[str, float, float]] = []
     stop = asyncio.Event()
@@ -674,7 +699,10 @@ async def _load_with_restarts(
 
         async def caller() -> None:
             while not stop.is_set():
-                outcomes.append(await call_async(channel))
+                outcome = await call_async(channel)
+                outcomes.append(outcome)
+                if not outcome.ok:
+                    await asyncio.sleep(0.05)  # as a client would, not hammering a refusal
 
         async def answered_since(since: float, count: int) -> None:
             deadline = time.monotonic() + RECOVER_S
@@ -690,7 +718,12 @@ async def _load_with_restarts(
             await asyncio.sleep(settle_s)
             for mode in modes:
                 began = time.monotonic()
-                await asyncio.to_thread(pg.cluster.restart, mode)
+                if mode == "stopped":
+                    await asyncio.to_thread(pg.cluster.stop, "fast")
+                    await asyncio.sleep(STOPPED_S)
+                    await asyncio.to_thread(pg.cluster.start)
+                else:
+                    await asyncio.to_thread(pg.cluster.restart, mode)
                 done = time.monotonic()
                 restarts.append((mode, began, done))
                 await answered_since(done, in_flight * 4)
@@ -758,8 +791,8 @@ def _check_load_run(pg: PgFederation, run: LoadRun) -> dict[str, float]:
         "wall_s": last - first,
         "max_refusal_s": max((o.elapsed_s for o in refused), default=0.0),
     }
-    for mode, began, done in run.restarts:
-        figures[f"restart_{mode}_s"] = done - began
+    for number, (mode, began, done) in enumerate(run.restarts, 1):
+        figures[f"outage_{number}_{mode}_s"] = done - began
     print("figures:", json.dumps(figures))  # for the report (pytest -s)
     return figures
 
@@ -777,7 +810,7 @@ def test_postgres_restarted_fast_and_immediate_under_load(pg_fed: PgFederation) 
 
 @pytest.mark.slow
 def test_postgres_restarted_repeatedly_under_load(pg_fed: PgFederation) -> None:
-    """Six restarts in alternating modes, with more load between them."""
-    modes: list[Literal["fast", "immediate"]] = ["immediate", "fast"] * 3
+    """Restarts in alternating modes and a 12-second stop, with 32 calls in flight."""
+    modes: list[Outage] = ["immediate", "fast", "stopped", "immediate", "fast", "immediate"]
     run = asyncio.run(_load_with_restarts(pg_fed, modes, in_flight=32, settle_s=8.0))
     _check_load_run(pg_fed, run)
