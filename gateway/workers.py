@@ -597,7 +597,12 @@ class _Supervisor:
         """Why the gateway is not ready: every worker's reasons, prefixed."""
         found: list[str] = []
         for worker in self._workers:
-            reasons = worker.ready_reasons if worker.listening else ("not running",)
+            if worker.listening:
+                reasons = worker.ready_reasons
+            elif worker.process is not None and worker.process.returncode is None:
+                reasons = ("starting: not listening yet",)
+            else:
+                reasons = ("not running",)
             found.extend(f"worker {worker.index}: {r}" for r in reasons)
         return found
 
