@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -142,6 +142,11 @@ class GatewaySettings:
         return next((p for p in self.providers if p.subsystem == subsystem), None)
 
 
+PeerRevocationCheck = Callable[
+    [Mapping[str, Iterable[bytes]], ConfigurationSnapshot], Awaitable[None]
+]
+
+
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -171,3 +176,7 @@ class ExchangeParts:
     admission: Callable[[], None] = _admit_all
     #: Told of every exchange, on both sides (metrics and the exchange log line).
     observer: ExchangeObserver = NO_OBSERVER
+    #: Checks, on the provider side, that the calling gateway's TLS certificate is not
+    #: revoked (gateway/_peerauth.py): given the call's auth context and the
+    #: configuration in force, raises a :class:`~serai.errors.SeraiError` to refuse.
+    peer_revocation: PeerRevocationCheck | None = None

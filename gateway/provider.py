@@ -8,7 +8,8 @@ provider IS sees anything:
    records wait too long for a time-stamp: ``ExchangeParts.admission``).
 1. The TLS client certificate (verified by the handshake against the approved roots)
    is the registered authentication certificate of some gateway
-   (``peer_not_registered``).
+   (``peer_not_registered``), and not revoked (``certificate_revoked``, OCSP codes:
+   :mod:`gateway._peerauth`, when the runtime has an OCSP client).
 2. The body is at most ``max_message_bytes`` (``message_too_large``).
 3. :func:`gateway.signing.verify_request`: signature, chain, OCSP, client member, body
    digest, skew (``signature_invalid``, ``certificate_*``, ``ocsp_*``, ``clock_skew``).
@@ -103,6 +104,10 @@ class ProviderSide:
                 "the calling gateway's TLS certificate is not registered",
                 code=ErrorCode.PEER_NOT_REGISTERED,
                 origin=Origin.CLIENT,
+            )
+        if parts.peer_revocation is not None:
+            await parts.peer_revocation(
+                cast("dict[str, list[bytes]]", context.auth_context()), snapshot
             )
         request = ExchangeRequestMessage.decode(raw)
         if len(request.body) > settings.max_message_bytes:

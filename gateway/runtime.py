@@ -48,6 +48,7 @@ from grpc_health.v1._async import HealthServicer as AioHealthServicer  # health.
 from certs.ocsp_client import OCSPClient
 from gateway._messages import TRANSPORT_SERVICE
 from gateway._observe import ExchangeObserver
+from gateway._peerauth import PeerAuthRevocation
 from gateway._settings import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -129,6 +130,11 @@ class StapledOCSP:
                 return b""
         return self._der
 
+    @property
+    def client(self) -> OCSPClient:
+        """The OCSP client (also asked about peers' authentication certificates)."""
+        return self._client
+
     async def refresh(self) -> None:
         """Fetch (or take from the client's cache) a fresh, good response."""
         result = await self._client.status(self._certificate, self._issuer, url=self._url)
@@ -178,6 +184,9 @@ class GatewayRuntime:
             parts = dataclasses.replace(parts, admission=admission)
         if observer is not None:
             parts = dataclasses.replace(parts, observer=observer)
+        if ocsp is not None:
+            revocation = PeerAuthRevocation(client=ocsp.client)
+            parts = dataclasses.replace(parts, peer_revocation=revocation.check)
         self._parts = parts
         self._is_server: grpc.aio.Server | None = None
         self._peer_server: grpc.aio.Server | None = None
