@@ -345,6 +345,12 @@ def add_state_gauges(gauges: StateGauges, state: GatewayState) -> None:
             return None
         return (expires - now()).total_seconds()
 
+    def globalconf_refresh_failures() -> Iterable[tuple[Sequence[str], float]]:
+        failures = status_field("refresh_failures")
+        if not isinstance(failures, Mapping):
+            return []
+        return [((code,), float(count)) for code, count in sorted(failures.items())]
+
     scheduler = state.scheduler
 
     def tree_size() -> GaugeReading:
@@ -418,6 +424,14 @@ def add_state_gauges(gauges: StateGauges, state: GatewayState) -> None:
          state.acl_generation),
     ):  # fmt: skip
         gauges.add(name, text, read)
+    gauges.add(
+        "serai_gateway_globalconf_refresh_failures",
+        "Global configuration downloads refused or failed since the gateway started, by "
+        "error code (globalconf_rollback, globalconf_expired, globalconf_unavailable...).",
+        globalconf_refresh_failures,
+        labels=("code",),
+        counter=True,
+    )
     gauges.add(
         "serai_gateway_timestamp_failures",
         "Time-stamp attempts that failed since the gateway started.",

@@ -88,7 +88,7 @@ import contextlib
 import datetime as dt
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 from urllib.parse import urljoin
@@ -371,6 +371,9 @@ class ClientStatus:
     log_tree_size: int | None = None
     #: Size of the largest head seen with a verified time-stamp (``None``: none yet).
     log_timestamped_size: int | None = None
+    #: Refreshes refused or failed since the client started, by error code (a
+    #: rollback, an expired or forged configuration, an unreachable registry...).
+    refresh_failures: Mapping[str, int] = field(default_factory=dict)
 
 
 class GlobalConfigurationClient:
@@ -406,6 +409,7 @@ class GlobalConfigurationClient:
         self._task: asyncio.Task[None] | None = None
         self._last_success_at: dt.datetime | None = None
         self._last_error: ConfigurationError | None = None
+        self._refresh_failures: dict[str, int] = {}
 
     @property
     def anchor(self) -> TrustAnchor:
@@ -468,6 +472,7 @@ class GlobalConfigurationClient:
             log_timestamped_size=(
                 stamped.head.tree_size if (stamped := self._heads.timestamped) else None
             ),
+            refresh_failures=dict(self._refresh_failures),
         )
 
     async def wait_for_change(self, *, after_serial: int | None) -> ConfigurationSnapshot:
@@ -559,6 +564,8 @@ class GlobalConfigurationClient:
             changed = await self._refresh()
         except ConfigurationError as exc:
             self._last_error = exc
+            code = exc.code.value
+            self._refresh_failures[code] = self._refresh_failures.get(code, 0) + 1
             raise
         self._last_error = None
         self._last_success_at = self._clock()
