@@ -38,7 +38,7 @@ from typing import Any, Final
 import grpc
 
 from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER, Federation, bring_up
-from serai._benchload import call_once, cpu_sample, drive, open_channel
+from serai._benchload import Outcomes, call_once, cpu_sample, drive, open_channel
 from serai._benchnginx import find_nginx
 from serai._benchreport import RoundFigures, render_text, round_figures, summarize
 from serai._demoprocs import Service, stop_all
@@ -52,6 +52,10 @@ MAX_IN_FLIGHT: Final = 1024
 MAX_PAYLOAD_BYTES: Final = 4 * 1024 * 1024
 MAX_DURATION_S: Final = 3600.0
 MAX_ROUNDS: Final = 100
+MAX_GATEWAY_WORKERS: Final = 16
+#: Client connections per target with ``--gateway-workers``: the kernel spreads
+#: connections over a gateway's workers (SO_REUSEPORT), never the calls of one.
+WORKER_RUN_CONNECTIONS: Final = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +69,9 @@ class BenchSettings:
     rounds: int  # per target and level
     nginx: Path | None  # the nginx executable, when the nginx pair is measured too
     workdir: Path | None  # keep every file here; None: a temporary folder, removed
+    #: Worker processes of each gateway (``serai gateway serve --workers``); when given,
+    #: the client spreads its calls to every target over WORKER_RUN_CONNECTIONS.
+    gateway_workers: int | None = None
 
 
 def register(subparsers: Any) -> None:
@@ -108,6 +115,13 @@ def register(subparsers: Any) -> None:
         help="keep every file and process log here (must not exist or be empty; default: "
         "a temporary folder, removed at the end)",
     )
+    bench.add_argument(
+        "--gateway-workers",
+        metavar="N",
+        help=f"run each gateway with N worker processes (1..{MAX_GATEWAY_WORKERS}); the "
+        f"client then spreads its calls to every target over {WORKER_RUN_CONNECTIONS} "
+        "connections (the kernel balances connections over workers, not calls)",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON document")
     bench.set_defaults(handler=_cmd_bench)
 
@@ -139,6 +153,11 @@ def parse_settings(args: argparse.Namespace) -> BenchSettings:
         rounds=_whole("--rounds", str(args.rounds), low=1, high=MAX_ROUNDS),
         nginx=nginx,
         workdir=workdir,
+        gateway_workers=None
+        if args.gateway_workers is None
+        else _whole(
+            "--gateway-workers", str(args.gateway_workers), low=1, high=MAX_GATEWAY_WORKERS
+        ),
     )
 
 
@@ -195,6 +214,7 @@ def run_bench(settings: BenchSettings, *, say: Callable[[str], None]) -> dict[st
             nginx=settings.nginx,
             max_in_flight=max(settings.concurrency),
             say=say,
+            gateway_workers=settings.gateway_workers or 1,
         )
         targets = {"direct": federation.direct, "gateways": federation.gateways}
         if federation.nginx is not None:
@@ -225,6 +245,8 @@ def run_bench(settings: BenchSettings, *, say: Callable[[str], None]) -> dict[st
             "nginx": str(settings.nginx) if settings.nginx else None,
             "message_logs": federation.log_settings,
             "workdir": str(workdir) if settings.workdir is not None else None,
+            "gateway_workers": settings.gateway_workers,
+            "connections_per_target": _connections(settings),
         },
         "processes": federation.pids,
         "summary": summarize(rounds, list(targets)),
@@ -246,7 +268,10 @@ async def _measure(
         "nginx": (),
         "gateways": (("x-road-client", CONSUMER), ("x-road-service", PROVIDER)),
     }
-    channels = {name: open_channel(address) for name, address in targets.items()}
+    count = _connections(settings)
+    spread = {name: _open_channels(address, count) for name, address in targets.items()}
+    channels = {name: opened[0] for name, opened in spread.items()}
+    pids = _with_workers(federation.pids, services, settings.gateway_workers or 0)
     rounds: list[RoundFigures] = []
     try:
         for name, channel in channels.items():  # connect, and prove that each path works
@@ -256,19 +281,19 @@ async def _measure(
                 raise SeraiError(f"{name} ({targets[name]}): the first call failed: {failed}")
         for in_flight in settings.concurrency:
             say(f"{in_flight} in flight: warming up each target for {settings.warmup_s:g} s")
-            for name, channel in channels.items():
-                await drive(
-                    channel, method=BENCH_METHOD, metadata=headers[name], body=body,
+            for name in channels:
+                await _drive_spread(
+                    spread[name], method=BENCH_METHOD, metadata=headers[name], body=body,
                     in_flight=in_flight, seconds=settings.warmup_s,
                 )  # fmt: skip
             for number in range(1, settings.rounds + 1):
-                for name, channel in channels.items():  # a, b, c, a, b, c, ...
-                    before = cpu_sample(federation.pids)
-                    outcomes = await drive(
-                        channel, method=BENCH_METHOD, metadata=headers[name], body=body,
+                for name in channels:  # a, b, c, a, b, c, ...
+                    before = cpu_sample(pids)
+                    outcomes = await _drive_spread(
+                        spread[name], method=BENCH_METHOD, metadata=headers[name], body=body,
                         in_flight=in_flight, seconds=settings.duration_s,
                     )  # fmt: skip
-                    after = cpu_sample(federation.pids)
+                    after = cpu_sample(pids)
                     figures = round_figures(
                         target=name, in_flight=in_flight, number=number,
                         outcomes=outcomes, before=before, after=after,
@@ -277,9 +302,77 @@ async def _measure(
                     say(_round_line(figures.record))
                     _check_running(services)
     finally:
-        for channel in channels.values():
-            await channel.close(None)
+        for opened in spread.values():
+            for channel in opened:
+                await channel.close(None)
     return rounds
+
+
+# -- --gateway-workers -------------------------------------------------------------------
+
+
+def _connections(settings: BenchSettings) -> int:
+    return 1 if settings.gateway_workers is None else WORKER_RUN_CONNECTIONS
+
+
+def _open_channels(address: str, count: int) -> list[grpc.aio.Channel]:
+    """``count`` channels to ``address``, each on its own TCP connection when more than
+    one (grpc shares one connection between a process's channels unless told not to)."""
+    if count == 1:
+        return [open_channel(address)]
+    options = (
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ("grpc.use_local_subchannel_pool", 1),
+    )
+    return [grpc.aio.insecure_channel(address, options=options) for _ in range(count)]
+
+
+async def _drive_spread(
+    channels: list[grpc.aio.Channel],
+    *,
+    method: str,
+    metadata: tuple[tuple[str, str], ...],
+    body: bytes,
+    in_flight: int,
+    seconds: float,
+) -> Outcomes:
+    """:func:`drive` with the ``in_flight`` callers shared out over ``channels``."""
+    shares = [
+        in_flight // len(channels) + (i < in_flight % len(channels)) for i in range(len(channels))
+    ]
+    results = await asyncio.gather(
+        *(
+            drive(c, method=method, metadata=metadata, body=body, in_flight=n, seconds=seconds)
+            for c, n in zip(channels, shares, strict=True)
+            if n > 0
+        )
+    )
+    if len(results) == 1:
+        return results[0]
+    merged = Outcomes()
+    for result in results:
+        merged.latencies_s.extend(result.latencies_s)
+        merged.refusals.update(result.refusals)
+        merged.errors.update(result.errors)
+        merged.wall_s = max(merged.wall_s, result.wall_s)
+    return merged
+
+
+def _of_worker(index: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: bool(event["worker"] == index)
+
+
+def _with_workers(pids: dict[str, int], services: list[Service], workers: int) -> dict[str, int]:
+    """``pids`` and the worker processes of ``--workers`` gateways (``gateway-consumer
+    worker 0``, ...): their CPU time is not in their supervisor's."""
+    found = dict(pids)
+    for service in services:
+        for index in range(workers if service.name.startswith("gateway-") else 0):
+            event = service.find("gateway_worker_started", where=_of_worker(index))
+            if event is not None:
+                found[f"{service.name} worker {index}"] = int(event["pid"])
+    return found
 
 
 def _round_line(record: dict[str, Any]) -> str:
