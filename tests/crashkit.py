@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import shutil
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -41,6 +42,7 @@ from gateway.messagelog import MessageLog
 from gateway.messagelog.store import StoredRecord, StoredTreeHead
 from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER
 from serai._benchload import open_channel
+from serai._demoprocs import SERAI
 from serai.errors import ERROR_METADATA_KEY
 from serai.merkle import leaf_hash, root_hash, verify_consistency
 from serai.treehead import TreeHead, verify_signed_tree_head, verify_tree_head_timestamp
@@ -58,6 +60,7 @@ __all__ = [
     "consistency_proofs",
     "growth_pairs",
     "read_log",
+    "serai_log_verify",
     "snapshot_log",
 ]
 
@@ -222,6 +225,20 @@ def snapshot_log(database: Path, into: Path) -> Path:
         if source.exists():
             shutil.copyfile(source, into / source.name)
     return into / database.name
+
+
+def serai_log_verify(config: Path, *, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """``serai log verify --config CONFIG``, run to completion (killed past ``timeout_s``:
+    it checks every record's signature, certificate path and OCSP response, which takes
+    minutes for a few thousand records on a busy machine)."""
+    return subprocess.run(
+        [*SERAI, "log", "verify", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 async def read_log(location: Path, log_id: str) -> LogContents:
