@@ -36,7 +36,12 @@ Rules:
    chain field, the signature over the exact signing input, the payload, the member, the
    body digest and length, the clock skew and a response's binding are checked on every
    call by :mod:`gateway.signing`; the cache holds nothing about a message.
-4. **Bounds and threads.** Each table is an LRU of at most ``max_entries`` entries (10,000
+4. **Parsed certificates.** Key: a certificate's exact DER. Value: what parsing it gave
+   (:func:`certs.keys.parse_der_certificate`), its public key, and, once asked, the
+   member id :func:`certs.validation.member_of` read from it. These are functions of the
+   bytes alone; a DER that fails to parse, a key that fails to load or a subject without
+   a member id is never cached, so a refusal is always computed afresh.
+5. **Bounds and threads.** Each table is an LRU of at most ``max_entries`` entries (10,000
    by default). One lock guards both tables; validation itself runs outside it, so two
    threads missing at once both validate (the later store wins; both stored values are
    valid). Cached values are immutable. Safe to share between threads.
@@ -53,11 +58,12 @@ Memory: an entry holds the chain (or OCSP response, leaf and issuer) DER, a few 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
@@ -70,7 +76,7 @@ from certs.errors import OCSPError, PKIError
 from certs.ocsp_client import DEFAULT_CLOCK_SKEW_S, OCSPResult, validate_response
 from certs.profiles import Profile
 from certs.revocation import OCSPResponsesChecker
-from certs.validation import TrustStore, ValidatedPath, validate_path
+from certs.validation import TrustStore, ValidatedPath, member_of, validate_path
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "VerificationCache"]
 
@@ -139,10 +145,27 @@ class _LRU(Generic[_K, _V]):
         return len(self._data)
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedCertificate:
+    """A certificate, its public key and (once read) its member id (rule 4)."""
+
+    certificate: x509.Certificate
+    public_key: object
+    member: str | None = None
+
+
 class VerificationCache:
     """Accepted certificate paths and validated OCSP answers; see the module docstring."""
 
-    __slots__ = ("_hits", "_lock", "_misses", "_ocsp", "_paths", "_trust_digests")
+    __slots__ = (
+        "_certificates",
+        "_hits",
+        "_lock",
+        "_misses",
+        "_ocsp",
+        "_paths",
+        "_trust_digests",
+    )
 
     def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         if max_entries < 1:
@@ -150,6 +173,7 @@ class VerificationCache:
         self._lock = threading.Lock()
         self._paths: _LRU[_PathKey, _PathEntry] = _LRU(max_entries)
         self._ocsp: _LRU[_OCSPKey, _OCSPEntry] = _LRU(max_entries)
+        self._certificates: _LRU[bytes, ParsedCertificate] = _LRU(max_entries)
         # id(store) -> (store, digest); the store is kept so its id cannot be reused.
         self._trust_digests: _LRU[int, tuple[TrustStore, bytes]] = _LRU(_TRUST_DIGESTS)
         self._hits = {"path": 0, "ocsp": 0}
@@ -162,6 +186,12 @@ class VerificationCache:
             return len(self._paths), len(self._ocsp)
 
     @property
+    def certificates_held(self) -> int:
+        """Parsed certificates held (rule 4)."""
+        with self._lock:
+            return len(self._certificates)
+
+    @property
     def stats(self) -> dict[str, int]:
         """Hit and miss counters (for tests and metrics)."""
         with self._lock:
@@ -171,6 +201,31 @@ class VerificationCache:
                 "ocsp_hits": self._hits["ocsp"],
                 "ocsp_misses": self._misses["ocsp"],
             }
+
+    def certificate(
+        self, der: bytes, parse: Callable[[bytes], ParsedCertificate]
+    ) -> ParsedCertificate:
+        """The parsed certificate of ``der``: cached, or ``parse(der)`` (rule 4; what
+        ``parse`` raises is raised and nothing is stored)."""
+        key = bytes(der)
+        with self._lock:
+            found = self._certificates.get(key)
+        if found is not None:
+            return found
+        parsed = parse(key)
+        with self._lock:
+            self._certificates.put(key, parsed)
+        return parsed
+
+    def member(self, parsed: ParsedCertificate, der: bytes) -> str:
+        """:func:`certs.validation.member_of` of ``parsed`` (the certificate of ``der``),
+        remembered with it (rule 4; a refusal is raised and not remembered)."""
+        if parsed.member is not None:
+            return parsed.member
+        member = member_of(parsed.certificate)
+        with self._lock:
+            self._certificates.put(bytes(der), dataclasses.replace(parsed, member=member))
+        return member
 
     def validate_sign_path(
         self,

@@ -79,6 +79,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, NoReturn, TypeAlias
@@ -96,7 +97,7 @@ from certs.keys import PrivateKey, parse_der_certificate
 from certs.profiles import Profile
 from certs.revocation import OCSPResponsesChecker
 from certs.validation import TrustStore, member_of, validate_path
-from gateway._verifycache import VerificationCache
+from gateway._verifycache import ParsedCertificate, VerificationCache
 from gateway.errors import SigningError, VerificationError
 from gateway.headers import RequestHeader, ResponseHeader
 from serai import jws
@@ -133,9 +134,7 @@ MAX_CHAIN_CERTIFICATES: Final = 5
 
 _P256_COORDINATE_BYTES: Final = 32
 _HEADER_MEMBERS: Final = frozenset({"alg", "typ", "x5c"})
-_B64URL_ALPHABET: Final = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-)
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 Header: TypeAlias = RequestHeader | ResponseHeader
 
@@ -288,19 +287,24 @@ def verify_request(
     docstring); raises :class:`~gateway.errors.GatewayError` with origin ``client``.
     ``cache`` (optional) remembers the certificate work of rules 5 and 6 between calls."""
     check = _Verifier(origin=Origin.CLIENT, typ=REQUEST_JWS_TYPE, now=now)
-    payload, leaf = check.signature(signed_header, chain)
+    payload, leaf = check.signature(signed_header, chain, cache)
     check.certificate(
-        leaf, chain, ocsp_response, trust=trust, max_ocsp_age_s=max_ocsp_age_s, cache=cache
+        leaf.certificate,
+        chain,
+        ocsp_response,
+        trust=trust,
+        max_ocsp_age_s=max_ocsp_age_s,
+        cache=cache,
     )
     header = RequestHeader.decode(payload)
-    check.member(leaf, header.client, "the request's client")
+    check.member(leaf, chain[0], header.client, "the request's client", cache)
     check.body(body, header.body_sha256, header.body_size)
     check.time(header.created_at, max_skew_s)
     return VerifiedRequest(
         header=header,
         header_bytes=payload,
         header_sha256=hashlib.sha256(payload).digest(),
-        certificate=leaf,
+        certificate=leaf.certificate,
     )
 
 
@@ -324,12 +328,17 @@ def verify_response(
     raises :class:`~gateway.errors.GatewayError` with origin ``provider``. ``cache`` as
     for :func:`verify_request`."""
     check = _Verifier(origin=Origin.PROVIDER, typ=RESPONSE_JWS_TYPE, now=now)
-    payload, leaf = check.signature(signed_header, chain)
+    payload, leaf = check.signature(signed_header, chain, cache)
     check.certificate(
-        leaf, chain, ocsp_response, trust=trust, max_ocsp_age_s=max_ocsp_age_s, cache=cache
+        leaf.certificate,
+        chain,
+        ocsp_response,
+        trust=trust,
+        max_ocsp_age_s=max_ocsp_age_s,
+        cache=cache,
     )
     header = ResponseHeader.decode(payload)
-    check.member(leaf, provider, "the provider")
+    check.member(leaf, chain[0], provider, "the provider", cache)
     check.body(body, header.body_sha256, header.body_size)
     check.time(header.created_at, max_skew_s)
     if not hmac.compare_digest(header.request_header_sha256, expected_request_sha256):
@@ -342,7 +351,7 @@ def verify_response(
         header=header,
         header_bytes=payload,
         header_sha256=hashlib.sha256(payload).digest(),
-        certificate=leaf,
+        certificate=leaf.certificate,
     )
 
 
@@ -364,7 +373,9 @@ class _Verifier:
     def fail(self, message: str, code: ErrorCode = ErrorCode.SIGNATURE_INVALID) -> NoReturn:
         raise VerificationError(message, code=code, origin=self._origin)
 
-    def signature(self, token: object, chain: Sequence[bytes]) -> tuple[bytes, x509.Certificate]:
+    def signature(
+        self, token: object, chain: Sequence[bytes], cache: VerificationCache | None
+    ) -> tuple[bytes, ParsedCertificate]:
         """Rules 1 to 4: the verified payload and the leaf certificate."""
         if type(token) is not str or not token.isascii() or len(token) > MAX_JWS_CHARS:
             self.fail(f"signed header is not an ASCII string of at most {MAX_JWS_CHARS} characters")
@@ -379,13 +390,12 @@ class _Verifier:
         if typ != self._typ:
             self.fail(f"JWS typ is {_show(typ)}, not {self._typ!r}")
         self._chain_field(x5c, chain)
-        leaf = self._load(chain[0], "signing certificate")
-        try:
-            key = leaf.public_key()
-        except (ValueError, UnsupportedAlgorithm) as exc:
-            self.fail(
-                f"signing certificate's key is unusable: {exc}", ErrorCode.CERTIFICATE_INVALID
-            )
+        leaf = (
+            self._parse_leaf(chain[0])
+            if cache is None
+            else cache.certificate(chain[0], self._parse_leaf)
+        )
+        key = leaf.public_key
         expected = jws.algorithm_for(key, allow_rsa=True)
         if alg != expected:
             self.fail(
@@ -437,10 +447,17 @@ class _Verifier:
                 f"signing certificate refused: {exc.message}", code=exc.code, origin=self._origin
             ) from exc
 
-    def member(self, leaf: x509.Certificate, subsystem: SubsystemId, whose: str) -> None:
+    def member(
+        self,
+        leaf: ParsedCertificate,
+        der: bytes,
+        subsystem: SubsystemId,
+        whose: str,
+        cache: VerificationCache | None,
+    ) -> None:
         """Rule 8."""
         try:
-            signer = member_of(leaf)
+            signer = member_of(leaf.certificate) if cache is None else cache.member(leaf, der)
         except PKIError as exc:
             raise VerificationError(
                 exc.message, code=ErrorCode.CERTIFICATE_INVALID, origin=self._origin
@@ -496,6 +513,16 @@ class _Verifier:
             if not isinstance(text, str) or jws.b64_decode(text) != der:
                 self.fail(f"JWS x5c[{index}] differs from certificate_chain[{index}]")
 
+    def _parse_leaf(self, der: bytes) -> ParsedCertificate:
+        leaf = self._load(der, "signing certificate")
+        try:
+            key = leaf.public_key()
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            self.fail(
+                f"signing certificate's key is unusable: {exc}", ErrorCode.CERTIFICATE_INVALID
+            )
+        return ParsedCertificate(certificate=leaf, public_key=key)
+
     def _load(self, der: bytes, what: str) -> x509.Certificate:
         try:
             return parse_der_certificate(der)
@@ -503,7 +530,7 @@ class _Verifier:
             self.fail(f"{what} cannot be parsed: {exc}", ErrorCode.CERTIFICATE_INVALID)
 
     def _b64url_decode(self, part: str, what: str) -> bytes:
-        if not _B64URL_ALPHABET.issuperset(part):
+        if not _B64URL.fullmatch(part):
             self.fail(f"JWS {what} is not base64url")
         try:
             data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))

@@ -7,6 +7,7 @@ cache are compared by code, origin and message."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import functools
@@ -228,6 +229,56 @@ def test_failures_are_not_cached(tmp_path: Path, pki: PKI) -> None:
             ErrorCode.CERTIFICATE_UNTRUSTED.value
         )
     assert cache.sizes[0] == 0
+
+
+# --- rule 4: parsed certificates ---------------------------------------------------------
+
+
+def test_a_signing_certificate_is_parsed_once(
+    pki: PKI, stc: Member, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = VerificationCache()
+    leaf = stc.chain[0].public_bytes(serialization.Encoding.DER)
+    parsed: list[bytes] = []
+
+    def counting(der: bytes) -> x509.Certificate:
+        parsed.append(bytes(der))
+        return x509.load_der_x509_certificate(der)
+
+    monkeypatch.setattr(signing, "parse_der_certificate", counting)
+    for _ in range(3):
+        assert _verify(pki, stc.signer.sign(_header()), cache=cache) is not None
+    assert parsed.count(leaf) == 1
+    assert cache.certificates_held == 1
+    parsed.clear()
+    for _ in range(2):
+        _verify(pki, stc.signer.sign(_header()), cache=None)
+    assert parsed.count(leaf) == 2  # without a cache, every time
+
+
+def test_a_certificate_that_fails_to_parse_is_not_remembered(pki: PKI, stc: Member) -> None:
+    cache = VerificationCache()
+    signed = stc.signer.sign(_header())
+    damaged = bytearray(signed.certificate_chain[0])
+    damaged[len(damaged) // 2] ^= 0xFF
+    chain = [bytes(damaged), *signed.certificate_chain[1:]]
+    payload = signed.jws.split(".")[1]
+    forged = signing_tests._forge(
+        {
+            "alg": "ES256",
+            "typ": signing.REQUEST_JWS_TYPE,
+            "x5c": [base64.b64encode(der).decode() for der in chain],
+        },
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)),
+        signing_tests._es256(stc.key),
+    )
+    for _ in range(2):
+        outcome = _same_with_and_without(
+            cache,
+            functools.partial(_verify, pki, dataclasses.replace(signed, jws=forged), chain=chain),
+        )
+        assert _code(outcome) == ErrorCode.CERTIFICATE_INVALID.value, outcome
+    assert cache.certificates_held == 0
 
 
 # --- rule 2: OCSP answers -------------------------------------------------------------------
