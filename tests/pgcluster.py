@@ -19,6 +19,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -127,6 +128,36 @@ class PrivateCluster:
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
 
+    def pids(self) -> list[int]:
+        """The postmaster and every process it started (backends, background workers)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        found = [postmaster]
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == postmaster:
+                found.append(int(entry.name))
+        return found
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Every process of the server stopped (SIGSTOP) inside the block, resumed
+        (SIGCONT) on leaving it whatever happens: connections stay open and nothing
+        answers, as across a network partition."""
+        pids = self.pids()
+        try:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            yield
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
     def create_database(self, name: str) -> str:
         """A new database ``name``; its DSN."""
         with psycopg.connect(self.dsn(), autocommit=True, connect_timeout=30) as conn:
@@ -178,4 +209,4 @@ def _kill_leftover_postmaster(cluster: PrivateCluster) -> None:
     pid_file = cluster.data / "postmaster.pid"
     with contextlib.suppress(OSError, ValueError):
         pid = int(pid_file.read_text().split()[0])
-        os.kill(pid, 9)
+        os.kill(pid, signal.SIGKILL)

@@ -671,10 +671,17 @@ def pg_fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgFederation]:
 
 #: ``pg_ctl restart -m fast`` or ``-m immediate``, or ``stopped``: ``pg_ctl stop -m fast``,
 #: :data:`STOPPED_S` without a server, then ``pg_ctl start``.
-Outage = Literal["fast", "immediate", "stopped"]
+#: ``frozen``: every server process SIGSTOPped for :data:`FROZEN_S`, then SIGCONTinued.
+Outage = Literal["fast", "immediate", "stopped", "frozen"]
 #: How long the ``stopped`` outage keeps the server down (longer than the log's 5 s
 #: connect timeout, so the writer fails to reconnect several times).
 STOPPED_S: Final = 12.0
+#: How long the ``frozen`` outage lasts: past a call's deadline.
+FROZEN_S: Final = DEADLINE_S + 10.0
+
+
+#: A call ended by its deadline: the gateway's code, or none (the client's own timer).
+_DEADLINE_CODES: Final = (None, "deadline_exceeded")
 
 
 @dataclass
@@ -718,7 +725,10 @@ async def _load_with_restarts(
             await asyncio.sleep(settle_s)
             for mode in modes:
                 began = time.monotonic()
-                if mode == "stopped":
+                if mode == "frozen":
+                    with pg.cluster.frozen():
+                        await asyncio.sleep(FROZEN_S)
+                elif mode == "stopped":
                     await asyncio.to_thread(pg.cluster.stop, "fast")
                     await asyncio.sleep(STOPPED_S)
                     await asyncio.to_thread(pg.cluster.start)
@@ -743,23 +753,32 @@ def _stored(dsn: str) -> dict[str, set[int]]:
     return found
 
 
-def _check_load_run(pg: PgFederation, run: LoadRun) -> dict[str, float]:
+def _check_load_run(pg: PgFederation, run: LoadRun, *, deadlines: bool = False) -> dict[str, float]:
+    """Every call answered or refused with ``log_unavailable`` (with ``deadlines``, also
+    DEADLINE_EXCEEDED: by the gateway's ``deadline_exceeded`` or the client's own
+    deadline), none later than its deadline allows; recovery; nothing answered lost."""
     fed = pg.fed
     outcomes = run.outcomes
     assert_no_hang(outcomes)
-    wrong = [o for o in outcomes if not o.ok and o.code != "log_unavailable"]
-    assert not wrong, f"calls that got neither the answer nor log_unavailable: {wrong[:5]}"
     refused = [o for o in outcomes if not o.ok]
     assert refused, "no call met the outage: the restart was not under load"
-    assert all(
-        o.status == "UNAVAILABLE" and o.error and o.error.startswith("gateway:") for o in refused
-    )
+    unavailable = [o for o in refused if o.code == "log_unavailable"]
+    assert all(o.status == "UNAVAILABLE" for o in unavailable)
+    assert all(o.error and o.error.startswith("gateway:") for o in unavailable)
+    wrong = [
+        o
+        for o in refused
+        if o.code != "log_unavailable"
+        and not (deadlines and o.status == "DEADLINE_EXCEEDED" and o.code in _DEADLINE_CODES)
+    ]
+    assert not wrong, f"calls that got neither the answer nor log_unavailable: {wrong[:5]}"
     for mode, _began, done in run.restarts:
         assert any(o.ok and o.started >= done for o in outcomes), f"no answer after {mode}"
     fed.assert_gateways_never_restarted()
-    for role, gateway in fed.gateways.items():
-        assert gateway.find("message_log_unavailable") is not None, role
-        assert gateway.find("message_log_recovered") is not None, role
+    if unavailable:
+        for role, gateway in fed.gateways.items():
+            assert gateway.find("message_log_unavailable") is not None, role
+            assert gateway.find("message_log_recovered") is not None, role
 
     # Nothing acknowledged is lost: every answered exchange is in both logs, request and
     # response, after the restarts (-m immediate included: no shutdown checkpoint).
@@ -786,7 +805,8 @@ def _check_load_run(pg: PgFederation, run: LoadRun) -> dict[str, float]:
     figures = {
         "calls": float(len(outcomes)),
         "answered": float(len(answered)),
-        "log_unavailable": float(len(refused)),
+        "log_unavailable": float(len(unavailable)),
+        "deadline_exceeded": float(len(refused) - len(unavailable)),
         "calls_per_s_before_restart": len(before_first) / span if span > 0 else 0.0,
         "wall_s": last - first,
         "max_refusal_s": max((o.elapsed_s for o in refused), default=0.0),
@@ -814,3 +834,14 @@ def test_postgres_restarted_repeatedly_under_load(pg_fed: PgFederation) -> None:
     modes: list[Outage] = ["immediate", "fast", "stopped", "immediate", "fast", "immediate"]
     run = asyncio.run(_load_with_restarts(pg_fed, modes, in_flight=32, settle_s=8.0))
     _check_load_run(pg_fed, run)
+
+
+@pytest.mark.slow
+def test_postgres_frozen_under_load(pg_fed: PgFederation) -> None:
+    """The server's processes stopped (SIGSTOP) for 25 s, longer than a call's deadline,
+    then resumed: connections stay open and nothing answers, as across a network
+    partition. The calls meanwhile end at their deadline (DEADLINE_EXCEEDED, from the
+    gateway or the client's own deadline) or with ``log_unavailable``, none hangs past
+    it; once resumed the gateways answer again by themselves and lose nothing."""
+    run = asyncio.run(_load_with_restarts(pg_fed, ["frozen"], in_flight=16, settle_s=2.0))
+    _check_load_run(pg_fed, run, deadlines=True)
