@@ -234,13 +234,16 @@ class Writer:
             frontier, indices = self._write_batch(batch)
         except Exception as exc:  # noqa: BLE001  (the thread outlives it; appenders hear of it)
             error = self._unavailable(f"commit {sum(len(i.records) for i in batch)} record(s)", exc)
-            for item in batch:
-                _settle(item.loop, item.future, error)
+            _settle_batch([(item.loop, item.future, error) for item in batch])
             return
         self._frontier = frontier
         self._size = frontier.size
-        for item, item_indices in zip(batch, indices, strict=True):
-            _settle(item.loop, item.future, item_indices)
+        _settle_batch(
+            [
+                (item.loop, item.future, item_indices)
+                for item, item_indices in zip(batch, indices, strict=True)
+            ]
+        )
 
     def _write_batch(self, batch: list[_Records]) -> tuple[Frontier, list[list[LogIndex]]]:
         """One transaction holding every record of ``batch``; the new frontier and each
@@ -345,14 +348,27 @@ class Writer:
 
 def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], outcome: object) -> None:
     """Resolve ``future`` on its loop with ``outcome`` (an exception fails it)."""
+    _settle_batch([(loop, future, outcome)])
 
-    def apply() -> None:
-        if future.done():  # the appender was cancelled; its records are committed anyway
-            return
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
 
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-        loop.call_soon_threadsafe(apply)
+def _settle_batch(
+    settlements: Sequence[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], object]],
+) -> None:
+    """Resolve each future on its loop with its outcome (an exception fails it): one
+    wake-up per loop for the whole batch, not one per future."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], object]]] = {}
+    for loop, future, outcome in settlements:
+        by_loop.setdefault(loop, []).append((future, outcome))
+    for loop, pending in by_loop.items():
+
+        def apply(pending: list[tuple[asyncio.Future[Any], object]] = pending) -> None:
+            for future, outcome in pending:
+                if future.done():  # the appender was cancelled; its records are committed
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(apply)
