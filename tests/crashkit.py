@@ -55,6 +55,7 @@ __all__ = [
     "check_exchanges",
     "check_growth",
     "check_intact",
+    "check_only_calls",
     "check_prefix",
     "check_recorded",
     "consistency_proofs",
@@ -306,6 +307,20 @@ def check_recorded(log: LogContents, calls: Sequence[Call], kinds: Sequence[Reco
         or log.decoded[at[0]].body != call.body
     ]
     assert not missing, f"{log.log_id}: {len(missing)} records missing: {missing[:5]}"
+
+
+def check_only_calls(log: LogContents, calls: Sequence[Call]) -> None:
+    """Every exchange record in ``log`` is of a call the load made, with that call's
+    body (no record from nowhere, none with another call's body); the rest are
+    ``ADMIN_CHANGE`` records."""
+    bodies = {call.message_id: call.body for call in calls}
+    strangers = [
+        (stored.index, stored.kind.name, stored.message_id)
+        for stored, record in zip(log.records, log.decoded, strict=True)
+        if record.kind is not RecordKind.ADMIN_CHANGE
+        and bodies.get(record.message_id) != record.body
+    ]
+    assert not strangers, f"{log.log_id}: records of no call: {strangers[:5]}"
 
 
 def check_exchanges(

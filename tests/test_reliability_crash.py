@@ -17,7 +17,9 @@ window; stop both gateways gracefully. Then:
 * every acknowledged exchange (response reached the IS) is in both final logs: request
   and response records on each side, once each, with its body, the same signed headers
   on both sides, and the consumer's receipt naming the provider's records; every
-  exchange acknowledged before a kill is already in the log the crash left;
+  exchange acknowledged before a kill is already in the log the crash left; every
+  exchange record is of a call the load made, with its body; a call refused with
+  ``provider_unavailable`` has its request record in the consumer's log;
 * no torn record and no duplicate, in the crashed copies and the final logs (indices
   contiguous, bytes present and hashing to the stored hash, decoding to the stored kind
   and message id, no (kind, message id) twice, every head's root the root of the stored
@@ -62,6 +64,7 @@ from tests.crashkit import (
     check_exchanges,
     check_growth,
     check_intact,
+    check_only_calls,
     check_prefix,
     check_recorded,
     consistency_proofs,
@@ -318,6 +321,12 @@ async def _check_logs(
 
     acknowledged = load.acknowledged()
     check_exchanges(final["consumer"], final["provider"], acknowledged)
+    for log in final.values():
+        check_only_calls(log, load.calls)
+    # A call the consumer gateway refused for want of the provider gateway was logged as
+    # sent (the request record is committed while the request travels, and awaited).
+    refused = [c for c in load.calls if c.outcome == "provider_unavailable"]
+    check_recorded(final["consumer"], refused, (RecordKind.REQUEST_SENT,))
     say(f"{len(acknowledged)} acknowledged exchanges found in both logs")
 
     pki = tmp_path / "pki"
