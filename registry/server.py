@@ -39,8 +39,8 @@ from typing import Any, Final, TypeVar
 
 import grpc
 from aiohttp import web
-from google.protobuf import json_format
-from google.protobuf.message import Message
+from google.protobuf import json_format, message_factory
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CollectorRegistry
 
@@ -567,9 +567,7 @@ class RegistryServer:
         """Bind both ports, publish a first configuration, and start serving."""
         server, health_servicer = management_server(
             service_name=SERVICE_NAME,
-            add_servicer=lambda srv: pb_grpc.add_RegistryManagementServicer_to_server(
-                self.service, srv
-            ),
+            add_servicer=lambda srv: _add_service(self.service, srv),
             max_receive_bytes=_MAX_MESSAGE_BYTES,
             interceptors=(self._api_calls,),
         )
@@ -676,6 +674,44 @@ def _bound_port(runner: web.AppRunner, requested: int) -> int:
         for sock in sockets:
             return int(sock.getsockname()[1])
     return requested
+
+
+def _add_service(service: RegistryManagementService, server: grpc.aio.Server) -> None:
+    """Register ``service`` as the generated code does, except that the request bytes are
+    parsed here: bytes that are not the request message are refused (authentication
+    first, then ``invalid_request``) instead of grpc answering UNKNOWN with the parser's
+    exception."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["RegistryManagement"].methods:
+        request_type: Any = message_factory.GetMessageClass(method.input_type)
+        response_type: Any = message_factory.GetMessageClass(method.output_type)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _parsing(service, getattr(service, method.name), request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+
+def _parsing(
+    service: RegistryManagementService,
+    implementation: Callable[[Any, Context], Any],
+    request_type: Any,
+) -> Callable[[bytes, Context], Any]:
+    async def handle(raw: bytes, context: Context) -> Any:
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError as exc:
+            error: SeraiError = RegistryError(
+                f"the request is not a serialized {request_type.DESCRIPTOR.name}: {exc}"
+            )
+            try:
+                service._authenticate(context, _READ)
+            except SeraiError as refusal:
+                error = refusal
+            await abort_with(context, error)
+        return await implementation(request, context)
+
+    return handle
 
 
 def _known_methods() -> frozenset[str]:
