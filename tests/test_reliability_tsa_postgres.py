@@ -688,6 +688,7 @@ _DEADLINE_CODES: Final = (None, "deadline_exceeded")
 class LoadRun:
     outcomes: list[Outcome]
     restarts: list[tuple[str, float, float]]  # mode, began, done (monotonic)
+    reached: int  # calls that reached the provider IS during the run
 
 
 async def _load_with_restarts(
@@ -719,6 +720,7 @@ async def _load_with_restarts(
                 )
                 await asyncio.sleep(0.2)
 
+        reached_before = await asyncio.to_thread(reached, pg.fed.echo)
         callers = [asyncio.create_task(caller()) for _ in range(in_flight)]
         try:
             await answered_since(time.monotonic(), 1)
@@ -741,7 +743,8 @@ async def _load_with_restarts(
         finally:
             stop.set()
             await asyncio.gather(*callers, return_exceptions=True)
-    return LoadRun(outcomes=outcomes, restarts=restarts)
+        reached_during = await asyncio.to_thread(reached, pg.fed.echo) - reached_before
+    return LoadRun(outcomes=outcomes, restarts=restarts, reached=reached_during)
 
 
 def _stored(dsn: str) -> dict[str, set[int]]:
@@ -788,6 +791,11 @@ def _check_load_run(pg: PgFederation, run: LoadRun, *, deadlines: bool = False) 
     lost_provider = [m for m in acknowledged if provider.get(m) != {2, 3}]
     assert not lost_consumer, f"answered but not in the consumer's log: {lost_consumer[:5]}"
     assert not lost_provider, f"answered but not in the provider's log: {lost_provider[:5]}"
+    # No provider IS acted on a request its gateway had not logged: at most as many calls
+    # reached it as the provider's log holds requests of this run (a refused commit
+    # never reaches it).
+    logged = sum(1 for o in outcomes if 2 in provider.get(o.message_id, ()))
+    assert len(acknowledged) <= run.reached <= logged, (len(acknowledged), run.reached, logged)
 
     # Tree heads and time-stamps resume too; both logs verify.
     for role in fed.gateways:
