@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 __all__ = [
     "Data",
+    "Item",
     "Mutation",
     "Text",
     "b64url",
@@ -42,10 +43,12 @@ __all__ = [
     "hostile_json",
     "hostile_json_value",
     "identifier_texts",
+    "inputs",
     "json_object_with",
     "mutations",
     "protobuf_wire",
     "raw_bytes",
+    "resolve",
     "varint",
 ]
 
@@ -432,3 +435,27 @@ def timestamp_fields(numbers: Sequence[int]) -> st.SearchStrategy[bytes]:
         seconds,
         nanos,
     )
+
+
+# -- tagged inputs ----------------------------------------------------------------------
+
+#: An input: bytes as drawn, a valid input mutated, or a valid input with records appended.
+Item = tuple[str, Any]
+
+
+def inputs(*families: st.SearchStrategy[bytes], append: bool = False) -> st.SearchStrategy[Item]:
+    """Tagged inputs: ``("bytes", b)``, ``("mutate", Mutation)``, ``("append", b)``."""
+    options: list[st.SearchStrategy[Item]] = [mutations().map(lambda m: ("mutate", m))]
+    options += [f.map(lambda b: ("bytes", b)) for f in families]
+    if append:
+        options.append(protobuf_wire().map(lambda b: ("append", b)))
+    return st.one_of(options)
+
+
+def resolve(item: Item, valid: bytes) -> bytes:
+    kind, value = item
+    if kind == "mutate":
+        return bytes(value(valid))
+    if kind == "append":
+        return valid + bytes(value)
+    return bytes(value)

@@ -403,28 +403,6 @@ def refused_or(
     return None
 
 
-#: An input: bytes as drawn, a valid input mutated, or a valid input with records appended.
-Item = tuple[str, Any]
-
-
-def inputs(*families: st.SearchStrategy[bytes], append: bool = False) -> st.SearchStrategy[Item]:
-    """Tagged inputs: ``("bytes", b)``, ``("mutate", Mutation)``, ``("append", b)``."""
-    options: list[st.SearchStrategy[Item]] = [fz.mutations().map(lambda m: ("mutate", m))]
-    options += [f.map(lambda b: ("bytes", b)) for f in families]
-    if append:
-        options.append(fz.protobuf_wire().map(lambda b: ("append", b)))
-    return st.one_of(options)
-
-
-def resolve(item: Item, valid: bytes) -> bytes:
-    kind, value = item
-    if kind == "mutate":
-        return bytes(value(valid))
-    if kind == "append":
-        return valid + bytes(value)
-    return bytes(value)
-
-
 def _with_one(valid: dict[str, object], which: int, text: str) -> bytes:
     """``valid`` as compact JSON with the value of member ``which`` replaced by ``text``."""
     names = sorted(valid)
@@ -504,10 +482,10 @@ def test_identifier_parsers_refuse_with_invalid_identifier_only(text: object) ->
 _HEADER_TIMES = fz.timestamp_fields([7, 8])
 
 
-@fuzz(item=inputs(*PROTO, _HEADER_TIMES, append=True), times=_HEADER_TIMES)
-def test_request_header_decode(world: World, item: Item, times: bytes) -> None:
+@fuzz(item=fz.inputs(*PROTO, _HEADER_TIMES, append=True), times=_HEADER_TIMES)
+def test_request_header_decode(world: World, item: fz.Item, times: bytes) -> None:
     valid = world.signed_request.header_bytes
-    for data in (resolve(item, valid), valid + times):
+    for data in (fz.resolve(item, valid), valid + times):
         header = refused_or(
             lambda data=data: RequestHeader.decode(data),  # type: ignore[misc]
             HeaderError,
@@ -518,10 +496,10 @@ def test_request_header_decode(world: World, item: Item, times: bytes) -> None:
             assert header.encode() == data
 
 
-@fuzz(item=inputs(*PROTO, append=True), times=_HEADER_TIMES)
-def test_response_header_decode(world: World, item: Item, times: bytes) -> None:
+@fuzz(item=fz.inputs(*PROTO, append=True), times=_HEADER_TIMES)
+def test_response_header_decode(world: World, item: fz.Item, times: bytes) -> None:
     valid = world.signed_response.header_bytes
-    for data in (resolve(item, valid), valid + times):
+    for data in (fz.resolve(item, valid), valid + times):
         header = refused_or(
             lambda data=data: ResponseHeader.decode(data),  # type: ignore[misc]
             HeaderError,
@@ -551,11 +529,11 @@ def _exchange_messages(world: World) -> tuple[bytes, bytes]:
     return request, response
 
 
-@fuzz(item=inputs(*PROTO, append=True))
-def test_exchange_envelopes_decode(world: World, item: Item) -> None:
+@fuzz(item=fz.inputs(*PROTO, append=True))
+def test_exchange_envelopes_decode(world: World, item: fz.Item) -> None:
     valid_request, valid_response = _exchange_messages(world)
     request = refused_or(
-        lambda: ExchangeRequestMessage.decode(resolve(item, valid_request)),
+        lambda: ExchangeRequestMessage.decode(fz.resolve(item, valid_request)),
         GatewayError,
         {ErrorCode.INVALID_REQUEST},
         Origin.CLIENT,
@@ -565,7 +543,7 @@ def test_exchange_envelopes_decode(world: World, item: Item) -> None:
         assert all(isinstance(c, bytes) for c in request.certificate_chain)
         assert request.timeout_s is None or isinstance(request.timeout_s, float)
     response = refused_or(
-        lambda: ExchangeResponseMessage.decode(resolve(item, valid_response)),
+        lambda: ExchangeResponseMessage.decode(fz.resolve(item, valid_response)),
         GatewayError,
         {ErrorCode.INVALID_REQUEST},
         Origin.PROVIDER,
@@ -617,18 +595,18 @@ def test_verify_request_refuses_a_hostile_protected_header(world: World, protect
     _verify_request(world, jws)
 
 
-@fuzz(item=inputs(*PROTO, _HEADER_TIMES, append=True))
-def test_verify_request_refuses_a_signed_hostile_payload(world: World, item: Item) -> None:
+@fuzz(item=fz.inputs(*PROTO, _HEADER_TIMES, append=True))
+def test_verify_request_refuses_a_signed_hostile_payload(world: World, item: fz.Item) -> None:
     """The member's valid signature over any payload: the header decoder's rules decide."""
-    payload = resolve(item, world.signed_request.header_bytes)
+    payload = fz.resolve(item, world.signed_request.header_bytes)
     verified = _verify_request(world, world.sign_request_payload(payload))
     if verified is not None:
         assert verified.header_bytes == payload  # type: ignore[attr-defined]
 
 
-@fuzz(item=inputs(fz.raw_bytes(), fz.der_values()))
-def test_verify_request_refuses_a_damaged_ocsp_response(world: World, item: Item) -> None:
-    ocsp_response = resolve(item, world.member_ocsp)
+@fuzz(item=fz.inputs(fz.raw_bytes(), fz.der_values()))
+def test_verify_request_refuses_a_damaged_ocsp_response(world: World, item: fz.Item) -> None:
+    ocsp_response = fz.resolve(item, world.member_ocsp)
     verified = refused_or(
         lambda: verify_request(
             world.signed_request.jws,
@@ -654,11 +632,13 @@ def test_verify_request_refuses_a_damaged_ocsp_response(world: World, item: Item
         )
 
 
-@fuzz(which=st.integers(0, 1), item=inputs(fz.raw_bytes(), fz.der_values()))
-def test_verify_request_refuses_a_damaged_certificate(world: World, which: int, item: Item) -> None:
+@fuzz(which=st.integers(0, 1), item=fz.inputs(fz.raw_bytes(), fz.der_values()))
+def test_verify_request_refuses_a_damaged_certificate(
+    world: World, which: int, item: fz.Item
+) -> None:
     """A damaged leaf or intermediate, named in an x5c the member validly signed."""
     chain = list(world.member_chain)
-    chain[which] = resolve(item, chain[which])
+    chain[which] = fz.resolve(item, chain[which])
     header = {
         "alg": "ES256",
         "typ": "serai-request+jws",
@@ -670,11 +650,13 @@ def test_verify_request_refuses_a_damaged_certificate(world: World, which: int, 
     _verify_request(world, jws, chain=tuple(chain))
 
 
-@fuzz(mutation=fz.mutations(), item=inputs(*PROTO, append=True))
-def test_verify_response_refuses_changes(world: World, mutation: fz.Mutation, item: Item) -> None:
+@fuzz(mutation=fz.mutations(), item=fz.inputs(*PROTO, append=True))
+def test_verify_response_refuses_changes(
+    world: World, mutation: fz.Mutation, item: fz.Item
+) -> None:
     response = world.signed_response
     protected = response.jws.split(".")[0]
-    payload = resolve(item, response.header_bytes)
+    payload = fz.resolve(item, response.header_bytes)
     signing_input = f"{protected}.{fz.b64url(payload)}"
     forged = f"{signing_input}.{fz.b64url(_es256(world.member_key, signing_input.encode()))}"
     for jws in (mutation.text(response.jws), forged):
@@ -759,9 +741,9 @@ def test_tree_head_refuses_hostile_json(world: World, protected: Any, payload: A
     _check_tree_head(world, f"{fz.b64url(protected)}.{fz.b64url(payload)}.".encode())
 
 
-@fuzz(item=inputs(fz.raw_bytes(), fz.der_values()))
-def test_tree_head_timestamp_refuses_a_damaged_token(world: World, item: Item) -> None:
-    token = resolve(item, world.sth_token)
+@fuzz(item=fz.inputs(fz.raw_bytes(), fz.der_values()))
+def test_tree_head_timestamp_refuses_a_damaged_token(world: World, item: fz.Item) -> None:
+    token = fz.resolve(item, world.sth_token)
     when = refused_or(
         lambda: verify_tree_head_timestamp(world.sth, token, tsa_trusted_roots=[world.root]),
         TreeHeadError,
@@ -883,16 +865,16 @@ def test_configuration_log_documents_refuse_with_configuration_error(
 _CONF_TIMES = fz.timestamp_fields([3, 4])
 
 
-@fuzz(item=inputs(*PROTO, append=True), protected=fz.hostile_json())
+@fuzz(item=fz.inputs(*PROTO, append=True), protected=fz.hostile_json())
 def test_signed_configuration_envelope_refuses_with_configuration_error(
-    world: World, item: Item, protected: bytes
+    world: World, item: fz.Item, protected: bytes
 ) -> None:
     hostile = gpb.SignedGlobalConfiguration(
         configuration=world.configuration,
         signature=f"{fz.b64url(protected)}..{fz.b64url(b'x' * 64)}",
         signing_certificate_sha256=hashlib.sha256(_der(world.conf_cert)).digest(),
     ).SerializeToString()
-    for envelope in (resolve(item, world.envelope), hostile):
+    for envelope in (fz.resolve(item, world.envelope), hostile):
         configuration = refused_or(
             lambda e=envelope: verify_signed_configuration(  # type: ignore[misc]
                 e, signing_certificates=[_der(world.conf_cert)]
@@ -908,11 +890,11 @@ def test_signed_configuration_envelope_refuses_with_configuration_error(
             assert configuration == world.configuration
 
 
-@fuzz(item=inputs(*PROTO, _CONF_TIMES, append=True), times=_CONF_TIMES)
+@fuzz(item=fz.inputs(*PROTO, _CONF_TIMES, append=True), times=_CONF_TIMES)
 def test_configuration_decoding_refuses_with_globalconf_invalid(
-    world: World, item: Item, times: bytes
+    world: World, item: fz.Item, times: bytes
 ) -> None:
-    for data in (resolve(item, world.configuration), world.configuration + times):
+    for data in (fz.resolve(item, world.configuration), world.configuration + times):
         refused_or(
             lambda d=data: decode_configuration(d),  # type: ignore[misc]
             ConfigurationError,
@@ -920,12 +902,12 @@ def test_configuration_decoding_refuses_with_globalconf_invalid(
         )
 
 
-@fuzz(item=inputs(*PROTO, _CONF_TIMES, append=True))
+@fuzz(item=fz.inputs(*PROTO, _CONF_TIMES, append=True))
 def test_a_correctly_signed_envelope_of_fuzzed_bytes_is_refused_or_taken(
-    world: World, item: Item
+    world: World, item: fz.Item
 ) -> None:
     """What the registry's key signs is still decoded strictly by every gateway."""
-    envelope = world.sign_configuration(resolve(item, world.configuration))
+    envelope = world.sign_configuration(fz.resolve(item, world.configuration))
     refused_or(
         lambda: TrustedConfiguration(world.anchor).check(envelope, now=_now()),
         ConfigurationError,
@@ -937,11 +919,11 @@ def test_a_correctly_signed_envelope_of_fuzzed_bytes_is_refused_or_taken(
     )
 
 
-@fuzz(item=inputs(*PROTO, fz.timestamp_fields([4]), append=True), times=fz.timestamp_fields([4]))
+@fuzz(item=fz.inputs(*PROTO, fz.timestamp_fields([4]), append=True), times=fz.timestamp_fields([4]))
 def test_trust_anchor_decoding_refuses_with_configuration_error(
-    world: World, item: Item, times: bytes
+    world: World, item: fz.Item, times: bytes
 ) -> None:
-    for data in (resolve(item, world.anchor_bytes), world.anchor_bytes + times):
+    for data in (fz.resolve(item, world.anchor_bytes), world.anchor_bytes + times):
         anchor = refused_or(
             lambda d=data: decode_anchor(d),  # type: ignore[misc]
             ConfigurationError,
@@ -969,11 +951,11 @@ def test_bundle_documents_refuse_with_bundle_error(data: bytes) -> None:
 # -- OCSP and TSA requests, time-stamp replies and tokens, certificates --------------------
 
 
-@fuzz(item=inputs(fz.raw_bytes(), fz.der_values()))
+@fuzz(item=fz.inputs(fz.raw_bytes(), fz.der_values()))
 def test_ocsp_responder_answers_any_request_without_internal_error(
-    world: World, item: Item
+    world: World, item: fz.Item
 ) -> None:
-    answer = world.responder.answer(resolve(item, world.ocsp_request))
+    answer = world.responder.answer(fz.resolve(item, world.ocsp_request))
     assert answer.response_status in {
         ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
         ocsp.OCSPResponseStatus.UNAUTHORIZED,
@@ -985,9 +967,9 @@ def test_ocsp_responder_answers_any_request_without_internal_error(
 _TSA_FAILURES = {"bad_data_format", "bad_alg", "unaccepted_policy", "unaccepted_extensions"}
 
 
-@fuzz(item=inputs(fz.raw_bytes(), fz.der_values()))
-def test_tsa_answers_any_query_with_a_documented_status(world: World, item: Item) -> None:
-    reply = TimeStampRespStructure.load(world.tsa.respond(resolve(item, world.tsa_query)))
+@fuzz(item=fz.inputs(fz.raw_bytes(), fz.der_values()))
+def test_tsa_answers_any_query_with_a_documented_status(world: World, item: fz.Item) -> None:
+    reply = TimeStampRespStructure.load(world.tsa.respond(fz.resolve(item, world.tsa_query)))
     status = reply["status"]["status"].native
     if status == "granted":
         assert reply["time_stamp_token"].native is not None
@@ -998,14 +980,14 @@ def test_tsa_answers_any_query_with_a_documented_status(world: World, item: Item
         assert failures <= _TSA_FAILURES, failures
 
 
-@fuzz(item=inputs(fz.raw_bytes(), fz.der_values()))
+@fuzz(item=fz.inputs(fz.raw_bytes(), fz.der_values()))
 def test_time_stamp_replies_and_tokens_refuse_with_timestamp_error(
-    world: World, item: Item
+    world: World, item: fz.Item
 ) -> None:
     codes = {ErrorCode.TIMESTAMP_INVALID}
     refused_or(
         lambda: verify_token(
-            resolve(item, world.sth_token), data=world.sth, trusted_roots=[world.root]
+            fz.resolve(item, world.sth_token), data=world.sth, trusted_roots=[world.root]
         ),
         TimestampError,
         codes,
@@ -1013,17 +995,20 @@ def test_time_stamp_replies_and_tokens_refuse_with_timestamp_error(
     nonce = tsp.TimeStampReq.load(world.tsa_query)["nonce"].native
     refused_or(
         lambda: verify_reply(
-            resolve(item, world.tsa_reply), data=world.sth, nonce=nonce, trusted_roots=[world.root]
+            fz.resolve(item, world.tsa_reply),
+            data=world.sth,
+            nonce=nonce,
+            trusted_roots=[world.root],
         ),
         TimestampError,
         codes,
     )
 
 
-@fuzz(item=inputs(fz.raw_bytes(), fz.der_values()))
-def test_certificate_parsing_raises_value_error_only(world: World, item: Item) -> None:
+@fuzz(item=fz.inputs(fz.raw_bytes(), fz.der_values()))
+def test_certificate_parsing_raises_value_error_only(world: World, item: fz.Item) -> None:
     certificate = refused_or(
-        lambda: parse_der_certificate(resolve(item, world.member_chain[0])), ValueError
+        lambda: parse_der_certificate(fz.resolve(item, world.member_chain[0])), ValueError
     )
     if certificate is not None:
         assert isinstance(certificate, x509.Certificate)
