@@ -222,6 +222,9 @@ class World:
     envelope: bytes
     anchor: TrustAnchor
     anchor_bytes: bytes
+    #: The clock every check runs at: when the headers were signed, so that a run of any
+    #: length sees them as fresh (no clock_skew, no stale OCSP response).
+    now: dt.datetime
 
     def __repr__(self) -> str:
         return "World(...)"
@@ -374,6 +377,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         envelope=sign_configuration(configuration, key=conf_key, certificate=conf_cert),
         anchor=anchor,
         anchor_bytes=encode_anchor(anchor),
+        now=_now(),
     )
 
 
@@ -562,7 +566,7 @@ def _verify_request(world: World, jws: str, **changes: Any) -> object:
         "ocsp_response": signed.ocsp_response,
         "body": BODY,
         "trust": world.trust,
-        "now": _now(),
+        "now": world.now,
     }
     arguments.update(changes)
     return refused_or(
@@ -614,7 +618,7 @@ def test_verify_request_refuses_a_damaged_ocsp_response(world: World, item: fz.I
             ocsp_response=ocsp_response,
             body=BODY,
             trust=world.trust,
-            now=_now(),
+            now=world.now,
         ),
         GatewayError,
         {
@@ -667,7 +671,7 @@ def test_verify_response_refuses_changes(
                 ocsp_response=response.ocsp_response,
                 body=BODY,
                 trust=world.trust,
-                now=_now(),
+                now=world.now,
                 expected_request_sha256=world.signed_request.header_sha256,
                 expected_message_id="m-1",
                 provider=SubsystemId.parse("UZ/GOV/STC/tax"),
@@ -708,7 +712,7 @@ TREE_HEAD_CODES = {
 def _check_tree_head(world: World, jws: bytes) -> TreeHead | None:
     refused_or(lambda: parse_signed_tree_head(jws), TreeHeadError, TREE_HEAD_CODES)
     return refused_or(
-        lambda: verify_signed_tree_head(jws, trusted_roots=[world.root], at=_now()),
+        lambda: verify_signed_tree_head(jws, trusted_roots=[world.root], at=world.now),
         TreeHeadError,
         TREE_HEAD_CODES,
     )
@@ -909,7 +913,7 @@ def test_a_correctly_signed_envelope_of_fuzzed_bytes_is_refused_or_taken(
     """What the registry's key signs is still decoded strictly by every gateway."""
     envelope = world.sign_configuration(fz.resolve(item, world.configuration))
     refused_or(
-        lambda: TrustedConfiguration(world.anchor).check(envelope, now=_now()),
+        lambda: TrustedConfiguration(world.anchor).check(envelope, now=world.now),
         ConfigurationError,
         {
             ErrorCode.GLOBALCONF_INVALID,
