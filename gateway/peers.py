@@ -164,12 +164,19 @@ class PeerPool:
 _ENVELOPE_BYTES: Final = 1024 * 1024
 
 
+#: Longest wait between two connection attempts to an IS that cannot be reached. gRPC's
+#: default back-off grows to 120 s, and meanwhile every call fails at once: after a few
+#: minutes' outage, an IS that is back was refused for up to two more minutes.
+_IS_MAX_RECONNECT_BACKOFF_MS: Final = 5_000
+
+
 class ChannelPool:
     """Plaintext channels to information systems, one per ``host:port``."""
 
     def __init__(self, *, max_message_bytes: int) -> None:
         self._options: Sequence[tuple[str, int]] = (
             *_KEEPALIVE,
+            ("grpc.max_reconnect_backoff_ms", _IS_MAX_RECONNECT_BACKOFF_MS),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         )
