@@ -89,6 +89,7 @@ from prometheus_client.samples import Sample
 from gateway.commit import LogUnavailableError
 from gateway.messagelog import MessageLog
 from gateway.messagelog.heads import TimestampingOverdueError
+from gateway.messagelog.store import StoredTreeHead
 from serai.cliutil import format_address, log_event, parse_listen, termination_event
 from serai.errors import ConfigError, SeraiError
 from serai.httpops import OpsServer
@@ -268,23 +269,53 @@ class FollowingScheduler:
 
     async def refresh(self) -> None:
         """Read the newest time-stamped head and the oldest record it does not cover."""
+        if self._after_id == 0:
+            await self._skip_to_newest()
         while True:
             heads = await self._store.tree_heads(
                 timestamped=True, after_id=self._after_id, limit=1000
             )
             for head in heads:
-                self._after_id = head.head_id
-                if head.tree_size > self._stamped_size:
-                    self._stamped_size = head.tree_size
-                    self._last_timestamped_at = head.timestamped_at
-                    with contextlib.suppress(SeraiError):  # the leader's; checked there
-                        self._newest = SignedTreeHead(
-                            jws=head.signed_head, timestamp_token=head.timestamp_token
-                        )
+                self._take(head)
             if len(heads) < 1000:
                 break
         oldest = await self._store.records(start=max(self._stamped_size, 0), limit=1)
         self._untimestamped_since = oldest[0].appended_at if oldest else None
+
+    async def _skip_to_newest(self) -> None:
+        """Find the newest time-stamped head without reading every head of a long-lived
+        log: a binary search on the tree size (heads grow with their ids)."""
+        latest = await self._store.latest_tree_head()
+        if latest is None:
+            return
+
+        async def first_from(size: int) -> StoredTreeHead | None:
+            heads = await self._store.tree_heads(timestamped=True, min_size=size, limit=1)
+            return heads[0] if heads else None
+
+        found = await first_from(0)
+        if found is None:
+            return
+        low, high = found.tree_size, latest.tree_size  # a stamped head reaches low
+        while low < high:
+            middle = (low + high + 1) // 2
+            if await first_from(middle) is None:
+                high = middle - 1
+            else:
+                low = middle
+        newest = await first_from(low)
+        if newest is not None:
+            self._take(newest)
+
+    def _take(self, head: StoredTreeHead) -> None:
+        self._after_id = max(self._after_id, head.head_id)
+        if head.tree_size > self._stamped_size:
+            self._stamped_size = head.tree_size
+            self._last_timestamped_at = head.timestamped_at
+            with contextlib.suppress(SeraiError):  # the leader's; checked there
+                self._newest = SignedTreeHead(
+                    jws=head.signed_head, timestamp_token=head.timestamp_token
+                )
 
     async def _loop(self) -> None:
         while True:

@@ -34,6 +34,7 @@ from gateway.workers import FollowingScheduler
 from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER, Federation, bring_up
 from serai._demoprocs import SERAI, Service, must, run_serai, stop_all
 from serai.localprocs import free_port
+from tests.test_messagelog_store import pg_url
 
 _HEADERS = (("x-road-client", CONSUMER), ("x-road-service", PROVIDER))
 #: Fresh connections tried before both workers must have taken one (each lands on a
@@ -482,11 +483,18 @@ def _record(message_id: str) -> LogRecord:
     return LogRecord.admin_change(change_id=message_id, description=b'{"change":"test"}')
 
 
-def test_a_follower_is_overdue_until_the_leader_timestamps(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def log_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "log.db")
+    return pg_url(str(request.getfixturevalue("postgres_dsn")))
+
+
+def test_a_follower_is_overdue_until_the_leader_timestamps(log_location: str) -> None:
     now = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC)]
 
     async def scenario() -> None:
-        log = await MessageLog.open(tmp_path / "log.db", log_id="UZ/GOV/X/gw:main")
+        log = await MessageLog.open(log_location, log_id="UZ/GOV/X/gw:main")
         try:
             follower = FollowingScheduler(
                 log_id="UZ/GOV/X/gw:main",
@@ -529,6 +537,26 @@ def test_a_follower_is_overdue_until_the_leader_timestamps(tmp_path: Path) -> No
             now[0] = waiting + dt.timedelta(seconds=61)
             with pytest.raises(TimestampingOverdueError):
                 follower.check()
+            # A follower started later finds the newest time-stamped head among many
+            # (a binary search on the size) and the same oldest waiting record.
+            for _ in range(5):
+                size, root = await log.tree_state()
+                stamped = await log.add_tree_head(tree_size=size, root=root, signed_head=b"h")
+                await log.set_timestamp(stamped.head_id, b"t")
+                await log.append(_record(f"m-{size}"))
+            size, root = await log.tree_state()
+            await log.add_tree_head(tree_size=size, root=root, signed_head=b"unstamped")
+            late = FollowingScheduler(
+                log_id="UZ/GOV/X/gw:main",
+                store=log,
+                interval_s=1,
+                overdue_after_s=60,
+                clock=lambda: now[0],
+            )
+            await late.refresh()
+            assert late.timestamped_size == size - 1
+            newest = await log.record(size - 1)
+            assert late.untimestamped_since == newest.appended_at
         finally:
             await log.close()
 
