@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import grpc
 from cryptography import x509
@@ -106,6 +106,7 @@ MAX_MESSAGE_BYTES: Final = 64 * 1024
 ARCHIVE_IS_ADDRESS: Final = "127.0.0.2"
 _REACHED_METHOD: Final = "/echo.v1.Echo/Reached"
 _CALL_TIMEOUT_S: Final = 60.0
+_T = TypeVar("_T")
 _GATEWAYS: Final = {
     "consumer": "UZ/GOV/MINJUST/gw:main",
     "provider": "UZ/GOV/CADASTRE/gw:main",
@@ -520,14 +521,20 @@ class RogueProvider:
     gateway's real TLS key and certificate and its member's signing key: it answers
     every Exchange with the request's body, in a response signed exactly as a provider
     gateway signs one, whose ``request_header_sha256`` is :attr:`bind_to` applied to
-    the SHA-256 of the request header it received (the identity: an honest binding).
-    It never calls any provider IS."""
+    the SHA-256 of the request header it received and whose ``message_id`` is
+    :attr:`answer_to` applied to the request's (both the identity after :meth:`honest`),
+    or with :attr:`raw_answer` as the serialized response when that is set. It never
+    calls any provider IS."""
 
     def __init__(self, federation: AttackFederation) -> None:
         keys = federation.rogue_keys
         self._forger = Forger(keys)
         #: Maps the received request header's SHA-256 to the one the response binds to.
-        self.bind_to: Callable[[bytes], bytes] = lambda sha256: sha256
+        self.bind_to: Callable[[bytes], bytes] = _same
+        #: Maps the request's message id to the one the response answers.
+        self.answer_to: Callable[[str], str] = _same
+        #: When set, the bytes returned instead of a serialized ExchangeResponse.
+        self.raw_answer: bytes | None = None
         #: SHA-256 of every request header received, in order.
         self.requests: list[bytes] = []
         self._lock = threading.Lock()
@@ -552,6 +559,11 @@ class RogueProvider:
         assert port == int(federation.rogue_peer.rpartition(":")[2])
         self._server.start()
 
+    def honest(self) -> None:
+        """Answer every request as a provider gateway should (bound to it)."""
+        with self._lock:
+            self.bind_to, self.answer_to, self.raw_answer = _same, _same, None
+
     def close(self) -> None:
         self._server.stop(grace=None).wait(30)
 
@@ -568,10 +580,12 @@ class RogueProvider:
         request_sha256 = hashlib.sha256(payload).digest()
         with self._lock:
             self.requests.append(request_sha256)
-            bind_to = self.bind_to
+            bind_to, answer_to, raw_answer = self.bind_to, self.answer_to, self.raw_answer
+        if raw_answer is not None:
+            return raw_answer
         signed = self._forger.signer.sign(
             response_header_for(
-                message_id=received.message_id,
+                message_id=answer_to(received.message_id),
                 request_header_sha256=bind_to(request_sha256),
                 body=request.body,
                 created_at=dt.datetime.now(dt.UTC),
@@ -586,6 +600,10 @@ class RogueProvider:
                 gateway_id=_GATEWAYS["rogue"], request_index=0, response_index=1, tree_size=2
             ),
         ).encode()
+
+
+def _same(value: _T) -> _T:
+    return value
 
 
 def _b64url_decode(text: str) -> bytes:

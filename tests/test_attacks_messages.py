@@ -19,7 +19,9 @@ provider IS, consumer gateway ``UZ/GOV/MINJUST/gw:main``, provider gateway
 For every attack the test asserts (1) the gRPC status and the ``x-road-error`` origin and
 code (DESIGN §4); (2) the echo provider's ``/echo.v1.Echo/Reached`` count is the same
 after as before; (3) the refusing gateway's ``/metrics`` counted exactly one more
-``serai_gateway_refusals_total`` and ``serai_gateway_exchanges_total`` under that code.
+``serai_gateway_refusals_total`` and ``serai_gateway_exchanges_total`` under that code;
+(4) neither gateway's message log grew (``serai_gateway_log_records``), except by the
+request record of a consumer gateway that sent the request.
 Each attack has a control beside it: the same message unaltered is served (and reaches
 the provider), so the refusal is the alteration's, not the test's. No timing is asserted.
 
@@ -36,7 +38,9 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -74,6 +78,9 @@ pytestmark = pytest.mark.timeout(900)
 _REFUSALS = "serai_gateway_refusals_total"
 _EXCHANGES = "serai_gateway_exchanges_total"
 _LOG_RECORDS = "serai_gateway_log_records"
+#: Longest wait for a count to settle (a busy machine); never asserted.
+_SETTLE_S = 60.0
+_V = TypeVar("_V")
 #: Records of one exchange in a gateway's log: the request and the response.
 _EXCHANGE = 2
 
@@ -109,6 +116,30 @@ def _records(fed: AttackFederation) -> tuple[float, float]:
     )
 
 
+def _settled(read: Callable[[], _V], expected: _V) -> _V:
+    """``read()`` once it equals ``expected``, or its last value after a generous wait.
+
+    A gateway counts an exchange as its handler ends, which may be just after the
+    caller got the answer (grpc sends an abort's status before the handler unwinds),
+    so a count is read again until it settles; the wait bounds nothing that is asserted.
+    """
+    deadline = time.monotonic() + _SETTLE_S
+    while True:
+        value = read()
+        if value == expected or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def _grown(fed: AttackFederation, since: tuple[float, float], expected: tuple[int, int]) -> None:
+    def growth() -> tuple[float, float]:
+        now = _records(fed)
+        return now[0] - since[0], now[1] - since[1]
+
+    grown = _settled(growth, (float(expected[0]), float(expected[1])))
+    assert grown == expected, f"log records (consumer, provider) grew by {grown}"
+
+
 @contextlib.contextmanager
 def refused(
     fed: AttackFederation,
@@ -126,23 +157,20 @@ def refused(
     metrics = fed.consumer_metrics if by == "consumer" else fed.provider_metrics
     refusals = {"side": by, "code": code, "origin": origin}
     exchanges = {"side": by, "code": code}
-    before = (
-        reached(fed.echo),
-        metric_total(metrics, _REFUSALS, **refusals),
-        metric_total(metrics, _EXCHANGES, **exchanges),
-    )
-    records = _records(fed)
+
+    def counts() -> tuple[float, float]:
+        return (
+            metric_total(metrics, _REFUSALS, **refusals),
+            metric_total(metrics, _EXCHANGES, **exchanges),
+        )
+
+    before, counted, records = reached(fed.echo), counts(), _records(fed)
     yield
-    after = (
-        reached(fed.echo),
-        metric_total(metrics, _REFUSALS, **refusals),
-        metric_total(metrics, _EXCHANGES, **exchanges),
-    )
-    assert after[0] == before[0], "the provider IS was reached"
-    assert after[1] == before[1] + 1, f"{_REFUSALS}{refusals}: {before[1]} -> {after[1]}"
-    assert after[2] == before[2] + 1, f"{_EXCHANGES}{exchanges}: {before[2]} -> {after[2]}"
-    grown = tuple(a - b for a, b in zip(_records(fed), records, strict=True))
-    assert grown == logged, f"log records (consumer, provider) grew by {grown}"
+    after = _settled(counts, (counted[0] + 1, counted[1] + 1))
+    assert after[0] == counted[0] + 1, f"{_REFUSALS}{refusals}: {counted[0]} -> {after[0]}"
+    assert after[1] == counted[1] + 1, f"{_EXCHANGES}{exchanges}: {counted[1]} -> {after[1]}"
+    _grown(fed, records, logged)
+    assert reached(fed.echo) == before, "the provider IS was reached"
 
 
 @contextlib.contextmanager
@@ -153,14 +181,15 @@ def served(
     reaches the provider IS once (when ``reaching``), and after which the consumer's
     and provider's message logs have grown by ``logged`` records."""
     metrics = fed.consumer_metrics if by == "consumer" else fed.provider_metrics
-    before = reached(fed.echo), metric_total(metrics, _EXCHANGES, side=by, code="ok")
-    records = _records(fed)
+
+    def ok() -> float:
+        return metric_total(metrics, _EXCHANGES, side=by, code="ok")
+
+    before, counted, records = reached(fed.echo), ok(), _records(fed)
     yield
-    after = reached(fed.echo), metric_total(metrics, _EXCHANGES, side=by, code="ok")
-    assert after[0] == before[0] + (1 if reaching else 0)
-    assert after[1] == before[1] + 1
-    grown = tuple(a - b for a, b in zip(_records(fed), records, strict=True))
-    assert grown == logged, f"log records (consumer, provider) grew by {grown}"
+    assert _settled(ok, counted + 1) == counted + 1
+    _grown(fed, records, logged)
+    assert reached(fed.echo) == before + (1 if reaching else 0)
 
 
 def assert_answered(outcome: Outcome, body: bytes) -> None:
@@ -275,11 +304,14 @@ def test_a_message_id_reused_by_an_is_is_refused_as_a_replay(fed: AttackFederati
         outcome = call_is(fed.consumer_is, b"pay 100", client=str(PROPERTY), extra=again)
     assert outcome.refusal == ("ALREADY_EXISTS", "client", "replay_detected")
     assert outcome.trailers["x-road-id"] == message_id
-    relayed = metric_total(fed.consumer_metrics, _EXCHANGES, code="replay_detected")
+    relayed = _settled(
+        lambda: metric_total(fed.consumer_metrics, _EXCHANGES, code="replay_detected"),
+        relayed_before + 1,
+    )
     assert relayed == relayed_before + 1
 
 
-# --- created time outside the skew bound (max_skew_s = 60) -------------------------------------
+# --- created time outside the skew bound (max_skew_s = 60) ---
 
 
 @pytest.mark.parametrize("minutes", [-10, 10])
@@ -410,6 +442,7 @@ def test_a_far_oversize_message_never_reaches_the_provider(
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="known gap: grpc refuses a message over its receive limit before the gateway's "
     "handler runs, so there is no x-road-error and no metric (see the module docstring)",
 )
@@ -418,6 +451,12 @@ def test_a_far_oversize_message_is_refused_with_its_code_and_counted(
     fed: AttackFederation, forger: Forger, peer: PeerLink, port: str
 ) -> None:
     body = b"x" * _FAR_OVERSIZE
+    # The trailer first: it fails at once today, where the count would be waited for.
+    if port == "is":
+        outcome = call_is(fed.consumer_is, body, client=str(PROPERTY))
+    else:
+        outcome = peer.send(forger.request(body)[1], body)
+    assert outcome.refusal == ("RESOURCE_EXHAUSTED", "client", "message_too_large")
     with refused(fed, by="consumer" if port == "is" else "provider", code="message_too_large"):
         if port == "is":
             outcome = call_is(fed.consumer_is, body, client=str(PROPERTY))
@@ -544,7 +583,7 @@ def test_a_rogue_provider_binding_honestly_is_served(
 ) -> None:
     """The control: the test's provider gateway, binding its response to the request it
     received, is accepted by the real consumer gateway."""
-    rogue.bind_to = lambda sha256: sha256
+    rogue.honest()
     with served(fed, by="consumer", logged=(_EXCHANGE, 0), reaching=False):
         outcome = _call_tax(fed, b"tax 1")
     assert outcome.body == b"tax 1", outcome
@@ -557,7 +596,7 @@ def test_a_response_whose_request_hash_does_not_match_is_refused(
 ) -> None:
     """A response signed by the provider member's real key, for the right message id,
     with the right body, whose ``request_header_sha256`` is another request's."""
-    rogue.bind_to = lambda sha256: sha256
+    rogue.honest()
     assert _call_tax(fed, b"tax 1").status == "OK"
     earlier = rogue.requests[-1]
     if binding == "an_earlier_request":
@@ -572,3 +611,25 @@ def test_a_response_whose_request_hash_does_not_match_is_refused(
     assert outcome.refusal == ("UNAUTHENTICATED", "provider", "signature_invalid")
     assert "bound to another request" in outcome.error
     assert outcome.body is None
+
+
+def test_a_response_to_another_message_id_is_refused(
+    fed: AttackFederation, rogue: RogueProvider
+) -> None:
+    """Bound to the right request header, but answering another message id."""
+    rogue.honest()
+    rogue.answer_to = lambda message_id: f"{message_id}-other"
+    with refused(fed, by="consumer", code="signature_invalid", origin="provider", logged=(1, 0)):
+        outcome = _call_tax(fed, b"tax 3")
+    assert outcome.refusal == ("UNAUTHENTICATED", "provider", "signature_invalid")
+    assert "response answers message" in outcome.error
+
+
+def test_a_response_envelope_that_does_not_decode_is_refused(
+    fed: AttackFederation, rogue: RogueProvider
+) -> None:
+    rogue.honest()
+    rogue.raw_answer = b"\x0a\xff\xff\xff\xff\x0f"  # field 1, length past the end
+    with refused(fed, by="consumer", code="invalid_request", origin="provider", logged=(1, 0)):
+        outcome = _call_tax(fed, b"tax 4")
+    assert outcome.refusal == ("INVALID_ARGUMENT", "provider", "invalid_request")
