@@ -76,6 +76,7 @@ from serai.localprocs import free_port, wait_until_published
 
 __all__ = [
     "ARCHIVE",
+    "ARCHIVE_IS_ADDRESS",
     "BENCH_METHOD",
     "MAX_MESSAGE_BYTES",
     "NOTARY",

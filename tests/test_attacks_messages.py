@@ -376,6 +376,7 @@ def test_an_is_at_the_allowed_address_is_served(fed: AttackFederation) -> None:
         # a subsystem of another member
         (REGISTRY, "127.0.0.1", "NOT_FOUND", "unknown_client"),
     ],
+    ids=["archive_from_elsewhere", "property_from_elsewhere", "not_served", "another_member"],
 )
 def test_an_is_claiming_a_client_it_may_not_use_is_refused(
     fed: AttackFederation, client: object, source_ip: str, status: str, code: str
@@ -497,7 +498,7 @@ def test_invalid_identifiers_from_an_is_are_refused(
         {"service": "UZ/GOV/CADASTRE/reg<istry>"},
         {"method": "bench.v1.Bench/Echo"},  # a method path starts with '/'
     ],
-    ids=lambda fields: next(iter(fields)),
+    ids=["client_with_a_space", "client_a_member", "service_with_brackets", "method_no_slash"],
 )
 def test_invalid_identifiers_in_a_signed_header_are_refused(
     fed: AttackFederation, forger: Forger, peer: PeerLink, fields: dict[str, str]
