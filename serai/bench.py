@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -38,7 +39,7 @@ from typing import Any, Final
 import grpc
 
 from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER, Federation, bring_up
-from serai._benchload import Outcomes, call_once, cpu_sample, drive, open_channel
+from serai._benchload import CpuSample, Outcomes, call_once, cpu_sample, drive, open_channel
 from serai._benchnginx import find_nginx
 from serai._benchreport import RoundFigures, render_text, round_figures, summarize
 from serai._demoprocs import Service, stop_all
@@ -288,12 +289,12 @@ async def _measure(
                 )  # fmt: skip
             for number in range(1, settings.rounds + 1):
                 for name in channels:  # a, b, c, a, b, c, ...
-                    before = cpu_sample(pids)
+                    before = _cpu_sample(pids)
                     outcomes = await _drive_spread(
                         spread[name], method=BENCH_METHOD, metadata=headers[name], body=body,
                         in_flight=in_flight, seconds=settings.duration_s,
                     )  # fmt: skip
-                    after = cpu_sample(pids)
+                    after = _cpu_sample(pids)
                     figures = round_figures(
                         target=name, in_flight=in_flight, number=number,
                         outcomes=outcomes, before=before, after=after,
@@ -361,6 +362,22 @@ async def _drive_spread(
 
 def _of_worker(index: int) -> Callable[[dict[str, Any]], bool]:
     return lambda event: bool(event["worker"] == index)
+
+
+def _cpu_sample(pids: dict[str, int]) -> CpuSample:
+    """:func:`cpu_sample`, with each gateway worker's CPU time added to its gateway's
+    (``gateway-consumer worker 1`` to ``gateway-consumer``): the report charges roles."""
+    sample = cpu_sample(pids)
+    folded: dict[str, float | None] = {}
+    for role, seconds in sample.processes.items():
+        gateway = role.split(" worker ", 1)[0]
+        if gateway in folded and seconds is not None and folded[gateway] is not None:
+            folded[gateway] = (folded[gateway] or 0.0) + seconds
+        elif gateway not in folded:
+            folded[gateway] = seconds
+        else:
+            folded[gateway] = None  # a process gone: the round's figure is unknown
+    return dataclasses.replace(sample, processes=folded)
 
 
 def _with_workers(pids: dict[str, int], services: list[Service], workers: int) -> dict[str, int]:
