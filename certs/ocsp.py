@@ -42,6 +42,7 @@ lookup); the clock is right.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -166,8 +167,16 @@ def issuer_name_hash(issuer: x509.Certificate, algorithm: hashes.HashAlgorithm) 
 
 
 def issuer_key_hash(issuer: x509.Certificate, algorithm: hashes.HashAlgorithm) -> bytes:
-    """RFC 6960 ``issuerKeyHash``: hash of the issuer's subjectPublicKey BIT STRING value."""
-    return _digest(algorithm, _subject_public_key_bits(issuer.public_key()))
+    """RFC 6960 ``issuerKeyHash``: hash of the issuer's subjectPublicKey BIT STRING value.
+    Remembered per certificate (its DER identifies it) and hash: an OCSP client's cache
+    lookup asks for it on every exchange, and the key's BIT STRING takes a DER parse."""
+    return _issuer_key_hash(issuer, algorithm.name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _issuer_key_hash(issuer: x509.Certificate, algorithm_name: str) -> bytes:
+    bits = _subject_public_key_bits(issuer.public_key())
+    return hashlib.new(algorithm_name, bits, usedforsecurity=False).digest()
 
 
 class _MalformedError(Exception):
