@@ -294,6 +294,7 @@ def test_an_expired_global_configuration_is_refused_and_fails_closed(
         assert (outcome.status, outcome.error) == ("UNAVAILABLE", "gateway:globalconf_expired")
         assert fed.reached() == reached
         assert fed.refusals("globalconf_expired", origin="gateway") == counted + 1
+        assert counter(fed.scrape(), "serai_gateway_ready", {}) == 0
         # (2) the withheld, now expired, newer configuration
         holding = fed.globalconf_serial()
         refusals = fed.globalconf_refusals("globalconf_expired")
@@ -306,6 +307,7 @@ def test_an_expired_global_configuration_is_refused_and_fails_closed(
         fed.relay.serve(None)
     # (3) recovery
     fed.wait_until(lambda: fed.globalconf_serial() > holding)
+    fed.wait_until(lambda: counter(fed.scrape(), "serai_gateway_ready", {}) == 1)
     reached = fed.reached()
     assert fed.exchange(fed.consumer_tls(), fed.consumer_signer()).status == "OK"
     assert fed.reached() == reached + 1
