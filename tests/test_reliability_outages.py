@@ -5,7 +5,7 @@ does: a development PKI with its OCSP responder and TSA, the registry, the echo 
 IS (``tools/echo_provider.py``) on a port of its own choosing, a consumer gateway
 (``UZ/GOV/MINJUST/gw:main``, client ``property``) and a provider gateway
 (``UZ/GOV/CADASTRE/gw:main``, provider ``registry``). A plain grpcio client plays the
-consumer IS. Three settings are shortened so outages play out in test time, each the
+consumer IS. Some settings are shortened so outages play out in test time, each the
 operator's own knob:
 
 * ``registry.toml``: ``configuration_validity_s`` (how long a published configuration is
@@ -17,9 +17,19 @@ operator's own knob:
 
 Each case stops one part, checks the exact code the consumer IS gets (the gRPC status
 and the ``x-road-error`` trailer, ``origin:code:message``), that every call ends within
-its deadline (every call carries one; the margin is generous, nothing asserts speed),
-then brings the part back and checks that exchanges succeed again WITHOUT restarting
-any gateway (their pids never change).
+its deadline (every call carries one; the margin is generous), that the gateway which
+refused counted it in its ``/metrics``, then brings the part back and checks that
+exchanges succeed again WITHOUT restarting any gateway (their pids never change).
+Nothing asserts speed but the slow long-outage case: served again within 30 s of the
+IS's return (the gateway caps its reconnection back-off at 5 s; gRPC's default grows
+to 120 s).
+
+Two defects these cases found, fixed beside them: with the OCSP responder down, the
+consumer IS got ``client:ocsp_stale`` (UNAUTHENTICATED, blaming the client for an
+outage) from the provider gateway; now the gateway whose own answer is past its bound
+refuses with ``gateway:ocsp_unavailable`` (UNAVAILABLE) before anything is sent
+(:class:`gateway.runtime.StapledOCSP`). And a provider IS back after minutes away was
+refused for up to two more minutes (:class:`gateway.peers.ChannelPool`).
 
 The OCSP case goes through staleness only in the slow run: the gateway renews the OCSP
 answer it staples every 60 s (not a setting), taking the one fetched in the background
@@ -73,7 +83,7 @@ SLOW: Final = "/echo.v1.Echo/Slow"
 REACHED: Final = "/echo.v1.Echo/Reached"
 
 #: Shortened settings (module docstring).
-CONF_VALIDITY_S: Final = 20
+CONF_VALIDITY_S: Final = 15
 CONF_REGENERATION_S: Final = 2
 GLOBALCONF_REFRESH_S: Final = 1
 #: The gateways' own deadline for an exchange (a caller's longer deadline is cut to it).
@@ -480,7 +490,7 @@ def test_hanging_provider_is_gives_a_code_within_the_deadline(fed: Federation) -
     assert_serving(fed)
     fed.stop("echo")
     with silent_listener(fed.echo_listen):
-        outcomes = [call(fed.consumer_is) for _ in range(3)]
+        outcomes = [call(fed.consumer_is) for _ in range(2)]
     for outcome in outcomes:
         # Accepted TCP, never an HTTP/2 answer: the exchange's deadline (the gateways'
         # 4 s, well inside the caller's 30 s) ends it, or, once gRPC gives up the
@@ -547,7 +557,7 @@ def test_ocsp_responder_down_exchanges_continue_on_the_cached_answer(fed: Federa
     assert_serving(fed)
     fed.stop("ocsp")
     try:
-        for _ in range(8):
+        for _ in range(5):
             outcome = call(fed.consumer_is)
             assert (outcome.status, outcome.error) == (grpc.StatusCode.OK, None), outcome
             time.sleep(0.5)
