@@ -39,7 +39,9 @@ Decoders covered, and the one refusal each documents (anything else fails):
   ``decode_anchor`` (the anchor file): ``globalconf_invalid``;
   ``registry.client.TrustedConfiguration.check`` of an envelope the registry's key
   validly signed over fuzzed bytes: ``globalconf_invalid``, ``globalconf_wrong_instance``
-  or ``globalconf_expired``.
+  or ``globalconf_expired``; ``registry.client.GlobalConfigurationClient.refresh`` of a
+  validly signed configuration whose configuration-log proof bundle is hostile:
+  ``ConfigurationError``, nothing held.
 - Evidence bundle documents (``gateway.messagelog.bundle``: ``Manifest.decode``,
   ``read_proof``): ``BundleError``.
 - OCSP requests (``certs.ocsp.OCSPResponder.answer``): never raises; ``malformedRequest``,
@@ -59,14 +61,17 @@ Every property runs a modest number of examples by default; ``@fuzz`` also defin
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import functools
 import hashlib
 import json
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import pytest
@@ -106,7 +111,7 @@ from gateway.headers import RequestHeader, ResponseHeader, request_header_for, r
 from gateway.messagelog._headerjws import HeaderJwsError, verify_header_jws
 from gateway.messagelog.bundle import BundleError, Manifest, read_proof
 from gateway.signing import HeaderSigner, SignedHeader, verify_request, verify_response
-from registry.client import TrustedConfiguration
+from registry.client import GlobalConfigurationClient, InMemoryFetchTransport, TrustedConfiguration
 from registry.codec import (
     TrustAnchor,
     decode_anchor,
@@ -114,7 +119,7 @@ from registry.codec import (
     encode_anchor,
     encode_configuration,
 )
-from registry.conflog import ProofBundle, decode_consistency, encode_consistency
+from registry.conflog import ProofBundle, bundle_path, decode_consistency, encode_consistency
 from registry.errors import ConfigurationError
 from registry.model import ApprovedCA, Federation, Gateway, GlobalConfiguration, Member, Subsystem
 from registry.signing import sign_configuration, verify_signed_configuration
@@ -1037,3 +1042,32 @@ def test_bearer_tokens_refuse_with_unauthenticated(
             SeraiError,
             {ErrorCode.UNAUTHENTICATED},
         )
+
+
+@fuzz(
+    data=fz.hostile_json()
+    | st.tuples(st.integers(0, 10), fz.hostile_json_value()).map(lambda t: ("one", *t))
+    | fz.mutations().map(lambda m: ("mutate", m)),
+)
+def test_configuration_client_refuses_a_hostile_proof_bundle(world: World, data: Any) -> None:
+    """A correctly signed configuration whose configuration-log proof bundle, fetched
+    beside it, is hostile: ``refresh`` raises ``ConfigurationError`` only and holds
+    nothing."""
+    valid = _proof_bundle(world)
+    if isinstance(data, tuple) and data[0] == "one":
+        data = _with_one(valid, data[1], data[2])
+    elif isinstance(data, tuple):
+        data = data[1](json.dumps(valid, sort_keys=True, separators=(",", ":")).encode())
+    transport = InMemoryFetchTransport(world.envelope, files={bundle_path(3): bytes(data)})
+
+    async def refresh(cache: Path) -> None:
+        client = GlobalConfigurationClient(
+            anchor=world.anchor, cache_dir=cache, transport=transport, clock=lambda: world.now
+        )
+        with pytest.raises(ConfigurationError) as refused:
+            await client.refresh()
+        assert refused.value.code is not ErrorCode.GLOBALCONF_UNAVAILABLE  # it was read
+        assert client.status().serial is None
+
+    with tempfile.TemporaryDirectory() as cache:
+        asyncio.run(refresh(Path(cache)))
