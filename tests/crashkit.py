@@ -41,7 +41,7 @@ from gateway.commit import LogRecord, RecordKind, decode_canonical
 from gateway.messagelog import MessageLog
 from gateway.messagelog.store import StoredRecord, StoredTreeHead
 from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER
-from serai._benchload import open_channel
+from serai._benchload import CpuSample, cpu_sample, open_channel
 from serai._demoprocs import SERAI
 from serai.errors import ERROR_METADATA_KEY
 from serai.merkle import leaf_hash, root_hash, verify_consistency
@@ -52,6 +52,7 @@ __all__ = [
     "Call",
     "Load",
     "LogContents",
+    "Window",
     "check_exchanges",
     "check_growth",
     "check_intact",
@@ -60,6 +61,7 @@ __all__ = [
     "check_recorded",
     "consistency_proofs",
     "growth_pairs",
+    "measure",
     "read_log",
     "serai_log_verify",
     "snapshot_log",
@@ -67,6 +69,8 @@ __all__ = [
 
 OK: Final = "ok"
 _PAGE: Final = 10_000
+#: How long a window may wait for its answered calls before the test gives up.
+_MAX_WINDOW_S: Final = 300.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -171,6 +175,22 @@ class Load:
         """The (finished) calls that had started and not yet ended at ``moment``."""
         return [c for c in self.calls if c.started <= moment < c.ended]
 
+    async def wait_answered(self, since: float, count: int, *, timeout_s: float) -> None:
+        """Wait until ``count`` calls that ended at or after ``since`` were answered."""
+        give_up = time.monotonic() + timeout_s
+        seen = answered = 0
+        while True:
+            answered += sum(1 for c in self.calls[seen:] if c.ok and c.ended >= since)
+            seen = len(self.calls)
+            if answered >= count:
+                return
+            if time.monotonic() > give_up:
+                outcomes = Counter(c.outcome for c in self.calls if c.ended >= since)
+                raise AssertionError(f"{answered} of {count} calls answered: {outcomes}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 1.0)
+
     async def wait_ok_after(self, moment: float, *, timeout_s: float) -> Call:
         """The first answered call that started after ``moment``, waiting for it."""
         give_up = time.monotonic() + timeout_s
@@ -187,6 +207,62 @@ class Load:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Window:
+    """A stretch of the load: answered calls, and where the machine's CPU time went."""
+
+    start: float
+    end: float
+    answered: int  # calls answered that ended in the window
+    ours_cpu_s: float  # CPU time of the federation's processes and of this one
+    others_cpu_s: float  # the machine's busy time that none of those account for
+    machine_cpu_s: float  # what the machine's cores could have given (idle included)
+
+    @property
+    def rate(self) -> float:
+        return self.answered / (self.end - self.start)
+
+    def describe(self) -> str:
+        return (
+            f"{self.rate:.0f} calls/s over {self.end - self.start:.1f} s; CPU: ours "
+            f"{self.ours_cpu_s:.1f} s, other programs {self.others_cpu_s:.1f} s, of "
+            f"{self.machine_cpu_s:.1f} s ({self.answered / max(self.ours_cpu_s, 0.01):.0f} calls "
+            "per CPU second of ours)"
+        )
+
+
+async def measure(
+    load: Load, pids: dict[str, int], seconds: float, *, min_answered: int = 0
+) -> Window:
+    """Let the load run for ``seconds``, and on until at least ``min_answered`` calls
+    were answered in the window (a machine busy with other programs answers fewer), and
+    measure the window (``pids``: name -> pid of the processes started for the
+    federation; the client is this process)."""
+    before, start = cpu_sample(pids), time.monotonic()
+    await asyncio.sleep(seconds)
+    await load.wait_answered(start, min_answered, timeout_s=_MAX_WINDOW_S)
+    after, end = cpu_sample(pids), time.monotonic()
+    ours = _spent(before, after)
+    busy = after.machine_busy_s - before.machine_busy_s
+    return Window(
+        start=start,
+        end=end,
+        answered=load.ok_between(start, end),
+        ours_cpu_s=ours,
+        others_cpu_s=max(busy - ours, 0.0),
+        machine_cpu_s=after.machine_total_s - before.machine_total_s,
+    )
+
+
+def _spent(before: CpuSample, after: CpuSample) -> float:
+    total = 0.0
+    for name, then in before.processes.items():
+        now = after.processes.get(name)
+        if then is not None and now is not None:
+            total += now - then
+    return total
 
 
 def _text(metadata: Iterable[Any] | None) -> dict[str, str]:
