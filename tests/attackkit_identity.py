@@ -36,7 +36,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, cast
@@ -227,6 +227,8 @@ class AttackFederation:
     provider: Service
     ocsp_url: str
     validity_s: int
+    #: Every process started, the fixture stops them all (a restarted one is added).
+    services: list[Service]
 
     # -- what the attacker reads --
 
@@ -353,6 +355,20 @@ class AttackFederation:
             assert self.provider.running(), self.provider.log.read_text()[-2000:]
             assert time.monotonic() < deadline, f"no {event} with code {code}"
             time.sleep(0.2)
+
+    @contextlib.contextmanager
+    def ocsp_down(self) -> Iterator[None]:
+        """The OCSP responder stopped for the body, then started again (same port)."""
+        (ocsp,) = [s for s in self.services if s.name == "ocsp" and s.running()]
+        ocsp.terminate()
+        ocsp.wait_stopped()
+        try:
+            yield
+        finally:
+            log = ocsp.log.with_suffix(".again.log")
+            again = Service.start("ocsp", ocsp.argv, log=log, stopped_event="ocsp_stopped")
+            self.services.append(again)
+            again.wait_for("ocsp_listening")
 
     def log_records(self) -> float:
         """Records the provider gateway's message log committed."""
@@ -622,6 +638,7 @@ def _rest(
         provider=gateways["provider"],
         ocsp_url=ocsp_url,
         validity_s=validity_s,
+        services=services,
     )
 
 

@@ -26,11 +26,13 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 
 import pytest
+from cryptography import x509
 
 from certs.keys import generate_private_key
 from certs.pkidir import PKIDirectory
 from certs.profiles import Profile
 from gateway.signing import HeaderSigner
+from gateway.tlsconf import certificates_pem
 from serai._demoprocs import Service, stop_all
 from serai.localprocs import free_port
 from tests.attackkit_identity import (
@@ -65,15 +67,20 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AttackFederation]:
 
 
 def refused(
-    fed: AttackFederation, attack: Callable[[], Outcome], *, status: str, code: str
+    fed: AttackFederation,
+    attack: Callable[[], Outcome],
+    *,
+    status: str,
+    code: str,
+    origin: str = "client",
 ) -> Outcome:
     """Run ``attack``; assert its status and code, that the provider IS was not reached,
     and that the provider gateway counted one more refusal under ``code``."""
-    reached, counted, records = fed.reached(), fed.refusals(code), fed.log_records()
+    reached, counted, records = fed.reached(), fed.refusals(code, origin=origin), fed.log_records()
     outcome = attack()
-    assert (outcome.status, outcome.error) == (status, f"client:{code}"), outcome
+    assert (outcome.status, outcome.error) == (status, f"{origin}:{code}"), outcome
     assert fed.reached() == reached
-    assert fed.refusals(code) == counted + 1
+    assert fed.refusals(code, origin=origin) == counted + 1
     assert fed.log_records() == records
     return outcome
 
@@ -219,26 +226,47 @@ def test_a_tls_1_2_connection(fed: AttackFederation) -> None:
 def test_a_revoked_authentication_certificate_of_a_registered_gateway(
     fed: AttackFederation,
 ) -> None:
-    """A second gateway of the consumer member is registered as serving its client, with
-    an authentication certificate of the approved CA; the certificate is revoked before
-    the gateway's first call. The registration still stands: only revocation refuses it."""
-    gateway = "UZ/GOV/MINJUST/gw:backup"
-    prefix = fed.issue("auth", gateway, "backup-auth")
-    fed.serai(
-        "registry", "gateway", "add", gateway, "--address", f"127.0.0.1:{free_port()}",
-        "--cert", prefix.with_suffix(".pem"), "--subsystem", CONSUMER,
-    )  # fmt: skip
-    serial = fed.published_serial_listing(gateway)
-    fed.wait_globalconf_serial(serial)
-    fed.serai(
-        "pki", "revoke", "--dir", fed.pki, "--reason", "keyCompromise",
-        prefix.with_suffix(".pem"),
-    )  # fmt: skip
-    backup = Tls.from_files(prefix)
+    """Two more gateways of the consumer member are registered as serving its client,
+    each with an authentication certificate of the approved CA; both certificates are
+    revoked before their gateway's first call. The registrations still stand: only
+    revocation refuses them. Cutting the provider gateway off the OCSP responder does not
+    help the attacker either: with no answer at hand it fails closed."""
+    ca = PKIDirectory(fed.pki).issuing_ca()  # what `serai pki issue|revoke` use, in-process
+    gateways = ("UZ/GOV/MINJUST/gw:backup", "UZ/GOV/MINJUST/gw:standby")
+    keys = [generate_private_key() for _ in gateways]
+    certs = [ca.issue(Profile.AUTH, g, k.public_key()) for g, k in zip(gateways, keys, strict=True)]
+    for gateway, cert in zip(gateways, certs, strict=True):
+        pem = fed.workdir / f"{gateway.rpartition(':')[2]}-auth.pem"
+        pem.write_bytes(certificates_pem([cert, ca.certificate]))
+        fed.serai(
+            "registry", "gateway", "add", gateway, "--address", f"127.0.0.1:{free_port()}",
+            "--cert", pem, "--subsystem", CONSUMER,
+        )  # fmt: skip
+    fed.wait_globalconf_serial(max(fed.published_serial_listing(g) for g in gateways))
+    for cert in certs:
+        ca.revoke(cert.serial_number, reason=x509.ReasonFlags.key_compromise)
+    backup, standby = (
+        Tls.of(key, [cert, ca.certificate]) for key, cert in zip(keys, certs, strict=True)
+    )
+    signer = fed.consumer_signer()
     assert tls_session(fed.peer, backup, roots=fed.root_pem()) == "accepted"  # TLS lets it in
     refused(
         fed,
-        lambda: fed.exchange(backup, fed.consumer_signer()),
+        lambda: fed.exchange(backup, signer),
+        status="UNAUTHENTICATED",
+        code="certificate_revoked",
+    )
+    with fed.ocsp_down():
+        refused(
+            fed,
+            lambda: fed.exchange(standby, signer),
+            status="UNAVAILABLE",
+            code="ocsp_unavailable",
+            origin="gateway",
+        )
+    refused(
+        fed,
+        lambda: fed.exchange(standby, signer),
         status="UNAUTHENTICATED",
         code="certificate_revoked",
     )
