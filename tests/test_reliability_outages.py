@@ -100,6 +100,8 @@ RECOVER_S: Final = 240.0
 PROVIDER_OUTAGE_S: Final = 200
 #: Served again within this after the IS is back (the gateway's back-off cap is 5 s).
 RECONNECT_BOUND_S: Final = 30.0
+#: How long the provider IS hangs in the long hanging case (gRPC gives a connection 20 s).
+HANGING_S: Final = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +511,39 @@ def test_hanging_provider_is_gives_a_code_within_the_deadline(fed: Federation) -
         codes=frozenset({"provider_unavailable", "deadline_exceeded"}),
     )
     print(f"provider IS back after a hang: served after {failed} refused calls, {seconds:.1f} s")
+    assert_serving(fed)
+    assert fed.gateway_pids() == pids
+
+
+@pytest.mark.slow
+def test_provider_is_hanging_for_a_minute_never_holds_a_caller(fed: Federation) -> None:
+    """Past gRPC's connection timeout (20 s) the gateway gives up the silent connection
+    (``provider_unavailable``) and tries again (a new silent connection: the deadline
+    again): for a minute, every call gets one of the two codes within its deadline."""
+    pids = fed.gateway_pids()
+    assert_serving(fed)
+    fed.stop("echo")
+    codes: dict[str | None, int] = {}
+    with silent_listener(fed.echo_listen):
+        started = time.monotonic()
+        while time.monotonic() - started < HANGING_S:
+            outcome = call(fed.consumer_is)
+            assert (outcome.status, outcome.code) in {
+                (grpc.StatusCode.DEADLINE_EXCEEDED, "deadline_exceeded"),
+                (grpc.StatusCode.UNAVAILABLE, "provider_unavailable"),
+            }, outcome
+            assert outcome.elapsed_s < CALL_DEADLINE_S, "the gateway's deadline, not the caller's"
+            codes[outcome.code] = codes.get(outcome.code, 0) + 1
+            time.sleep(0.5)
+    print(f"provider IS hanging for {HANGING_S} s: {codes}")
+    assert codes.get("deadline_exceeded", 0) >= 1
+    assert codes.get("provider_unavailable", 0) >= 1, "the silent connection was never given up"
+    fed.start_echo()
+    succeeds_eventually(
+        fed,
+        what="the provider IS after a long hang",
+        codes=frozenset({"provider_unavailable", "deadline_exceeded"}),
+    )
     assert_serving(fed)
     assert fed.gateway_pids() == pids
 
