@@ -202,8 +202,14 @@ def _number(option: str, text: object, *, low: float, high: float, whole: bool =
         value = math.nan
     if not math.isfinite(value) or not low <= value <= high:
         kind = "a whole number" if whole else "a number"
-        raise OptionError(f"{option}: expected {kind} from {low:g} to {high:g}, got {raw!r}")
+        raise OptionError(
+            f"{option}: expected {kind} from {_plain(low)} to {_plain(high)}, got {raw!r}"
+        )
     return value
+
+
+def _plain(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 # -- memory ------------------------------------------------------------------------------
@@ -381,7 +387,8 @@ async def _sample(
         rss = {role: rss_kib(pid) for role, pid in pids.items()}
         timeline.append(
             {
-                "t_s": round(tick, 3),
+                "t_s": round(tick, 3),  # when due; "at_s": when taken (a busy machine lags)
+                "at_s": round(time.perf_counter() - began, 3),
                 "answered": tally.answered,
                 "failed": sum(tally.failures.values()),
                 "in_flight": tally.in_flight,
@@ -539,11 +546,13 @@ def _report(
         for role in pids
     }
     # The rate over the measured part: calls answered between the samples at warm-up
-    # end and at the end of the load, over that time.
-    marks = {s["t_s"]: s["answered"] for s in timeline}
-    warm, end = round(settings.warmup_s, 3), round(settings.duration_s, 3)
+    # end and at the end of the load, over the time between them.
+    marks = {s["t_s"]: (s["at_s"], s["answered"]) for s in timeline}
+    warm, end = marks.get(round(settings.warmup_s, 3)), marks.get(round(settings.duration_s, 3))
     measured_rate = (
-        (marks[end] - marks[warm]) / (end - warm) if warm in marks and end in marks else None
+        (end[1] - warm[1]) / (end[0] - warm[0])
+        if warm is not None and end is not None and end[0] > warm[0]
+        else None
     )
     failed = sum(tally.failures.values())
     problems = verdict(tally.failures, memory, bound_mib=settings.bound_mib)
