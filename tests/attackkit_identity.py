@@ -103,8 +103,7 @@ class ConfigurationRelay:
         self.upstream = upstream
         self._lock = threading.Lock()
         self._override: bytes | None = None
-        #: Every configuration envelope forwarded, first seen first.
-        self.forwarded: list[bytes] = []
+        self._forwarded: list[bytes] = []
         relay = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -126,8 +125,8 @@ class ConfigurationRelay:
                     return
                 if self.path == _CURRENT_PATH and status == 200:
                     with relay._lock:
-                        if body not in relay.forwarded:
-                            relay.forwarded.append(body)
+                        if body not in relay._forwarded:
+                            relay._forwarded.append(body)
                 self._answer(status, body)
 
             def _answer(self, status: int, body: bytes) -> None:
@@ -150,6 +149,11 @@ class ConfigurationRelay:
     def url(self) -> str:
         """The download URL the trust anchor names."""
         return f"http://{self.address}{_CURRENT_PATH}"
+
+    def forwarded(self) -> list[bytes]:
+        """Every configuration envelope forwarded so far, first seen first."""
+        with self._lock:
+            return list(self._forwarded)
 
     def serve(self, envelope: bytes | None) -> None:
         """Answer the configuration path with ``envelope`` (``None``: forward again)."""
@@ -408,7 +412,7 @@ class AttackFederation:
 
         def newer() -> bool:
             envelope = self.relay.upstream_current()
-            seen = max(configuration_of(e, self.anchor).serial for e in self.relay.forwarded)
+            seen = max(configuration_of(e, self.anchor).serial for e in self.relay.forwarded())
             if configuration_of(envelope, self.anchor).serial > seen:
                 found.append(envelope)
             return bool(found)

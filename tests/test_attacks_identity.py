@@ -280,7 +280,7 @@ def test_a_rolled_back_global_configuration_is_refused(fed: AttackFederation) ->
     genuinely signed by the registry and captured earlier: refused as a rollback, the
     held serial stays, and the refusal is counted."""
     held = fed.globalconf_serial()
-    older = next(e for e in fed.relay.forwarded if configuration_of(e, fed.anchor).serial < held)
+    older = next(e for e in fed.relay.forwarded() if configuration_of(e, fed.anchor).serial < held)
     refusals = fed.globalconf_refusals("globalconf_rollback")
     events = fed.provider_events("globalconf_refresh_failed", "globalconf_rollback")
     fed.relay.serve(older)
@@ -309,7 +309,7 @@ def test_an_expired_global_configuration_is_refused_and_fails_closed(
     relay forwards again, the gateway recovers by itself."""
     held_serial = fed.globalconf_serial()
     held = next(
-        e for e in fed.relay.forwarded if configuration_of(e, fed.anchor).serial == held_serial
+        e for e in fed.relay.forwarded() if configuration_of(e, fed.anchor).serial == held_serial
     )
     fed.relay.serve(held)
     try:
