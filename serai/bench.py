@@ -31,12 +31,15 @@ import signal
 import sys
 import tempfile
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER, Federation, bring_up
 from serai._benchload import CpuSample, Outcomes, call_once, cpu_sample, drive, open_channel
@@ -273,6 +276,8 @@ async def _measure(
     spread = {name: _open_channels(address, count) for name, address in targets.items()}
     channels = {name: opened[0] for name, opened in spread.items()}
     pids = _with_workers(federation.pids, services, settings.gateway_workers or 0)
+    if (settings.gateway_workers or 1) > 1:
+        await asyncio.to_thread(_until_rights_everywhere, services)
     rounds: list[RoundFigures] = []
     try:
         for name, channel in channels.items():  # connect, and prove that each path works
@@ -362,6 +367,31 @@ async def _drive_spread(
 
 def _of_worker(index: int) -> Callable[[dict[str, Any]], bool]:
     return lambda event: bool(event["worker"] == index)
+
+
+def _until_rights_everywhere(services: list[Service]) -> None:
+    """Wait until every worker of each gateway holds the access rights granted through
+    the leader's admin API (followers re-read them every few seconds): their
+    ``serai_gateway_acl_generation`` on the gateway's aggregated /metrics agree."""
+    for service in services:
+        if not service.name.startswith("gateway-"):
+            continue
+        metrics = str(service.wait_for("gateway_listening")["metrics"])
+        generations: set[float] = set()
+        for _ in range(600):
+            with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=30) as reply:
+                text = reply.read().decode()
+            generations = {
+                sample.value
+                for family in text_string_to_metric_families(text)
+                if family.name == "serai_gateway_acl_generation"
+                for sample in family.samples
+            }
+            if len(generations) == 1:
+                break
+            time.sleep(0.1)
+        else:
+            raise SeraiError(f"{service.name}: workers hold access rights {generations}")
 
 
 def _cpu_sample(pids: dict[str, int]) -> CpuSample:
