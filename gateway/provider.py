@@ -22,7 +22,10 @@ provider IS sees anything:
    metaservice (``/serai.meta.v1.Meta/…``), which access rights do not cover, the
    answer is prepared instead (:func:`gateway.meta.answer_provider_meta`:
    ``invalid_request``, ``unknown_service``).
-7. The ``REQUEST_RECEIVED`` record is committed (``log_unavailable``).
+7. This gateway can sign the response: it holds a fresh OCSP response for its signing
+   certificate (``ocsp_unavailable``, origin gateway), so the provider IS never acts on
+   a request whose answer could not be signed.
+8. The ``REQUEST_RECEIVED`` record is committed (``log_unavailable``).
 
 A metaservice is answered by this gateway itself, signed and logged like any response;
 the provider IS is never called with a metaservice method path.
@@ -165,6 +168,8 @@ class ProviderSide:
             )
         else:
             policy.check(header.client, header.service, groups=snapshot)
+        # A response this gateway could not sign must not follow an IS that acted.
+        parts.signer.check_can_sign()
         request_index = await parts.log.commit_request(
             LogRecord(
                 kind=RecordKind.REQUEST_RECEIVED,

@@ -235,6 +235,13 @@ class HeaderSigner:
         """The DER chain attached to every signature, leaf first."""
         return self._chain_der
 
+    def check_can_sign(self) -> None:
+        """Raise what :meth:`sign` would raise for want of an OCSP response, without
+        signing: the provider side asks before its information system acts on a request
+        whose response could not be signed."""
+        if not self._ocsp_response():
+            raise _no_ocsp_response()
+
     def sign(self, header: Header) -> SignedHeader:
         """Encode ``header`` and sign the bytes; ``typ`` follows the header's kind.
 
@@ -243,10 +250,7 @@ class HeaderSigner:
         """
         ocsp_response = self._ocsp_response()
         if not ocsp_response:
-            raise SigningError(
-                "no OCSP response for the signing certificate is at hand",
-                code=ErrorCode.OCSP_UNAVAILABLE,
-            )
+            raise _no_ocsp_response()
         typ = REQUEST_JWS_TYPE if isinstance(header, RequestHeader) else RESPONSE_JWS_TYPE
         header_bytes = header.encode()
         signing_input = f"{self._protected[typ]}.{jws.b64url(header_bytes)}"
@@ -539,6 +543,13 @@ class _Verifier:
         if jws.b64url(data) != part:
             self.fail(f"JWS {what} is not canonical base64url")
         return data
+
+
+def _no_ocsp_response() -> SigningError:
+    return SigningError(
+        "no OCSP response for the signing certificate is at hand",
+        code=ErrorCode.OCSP_UNAVAILABLE,
+    )
 
 
 def _spki(key: object) -> bytes:

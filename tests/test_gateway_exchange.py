@@ -21,6 +21,7 @@ from certs.keys import generate_private_key
 from certs.profiles import Profile
 from gateway.commit import RecordKind
 from gateway.headers import request_header_for
+from gateway.runtime import StapledOCSP
 from gateway.signing import SignedHeader
 from gateway.tlsconf import certificates_pem
 from serai.identifiers import SubsystemId
@@ -379,3 +380,21 @@ async def test_provider_refuses_a_bad_request_from_a_registered_peer(
     assert outcome == expected, case
     assert fed.echo.calls == []
     assert fed.provider_log.records == ()
+
+
+async def test_provider_without_a_fresh_ocsp_response_refuses_before_the_provider_is_called(
+    fed: Harness,
+) -> None:
+    # Its response could not be signed: the IS must not act on the request first.
+    stapled = fed.provider._parts.signer._ocsp_response  # the harness StapledOCSP
+    assert isinstance(stapled, StapledOCSP)
+    held = stapled._der
+    stapled._der = b""  # as when the held answer is past its bound
+    try:
+        result = await fed.call()
+    finally:
+        stapled._der = held
+    assert (result.code, result.error) == (grpc.StatusCode.UNAVAILABLE, "gateway:ocsp_unavailable")
+    assert fed.echo.calls == []
+    assert fed.provider_log.records == ()
+    assert (await fed.call()).code == grpc.StatusCode.OK
