@@ -147,7 +147,9 @@ class Load:
         started = time.monotonic()
         outcome, detail = OK, ""
         try:
-            call = method(body, metadata=(*metadata, ("x-road-id", message_id)))
+            call = method(
+                body, metadata=(*metadata, ("x-road-id", message_id)), timeout=self.deadline_s
+            )
             answer = await call
             trailers = _text(await call.trailing_metadata())
             if answer != body or trailers.get("x-road-id") != message_id:
