@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import stat
+import warnings
 from pathlib import Path
 from typing import TypeAlias
 
@@ -23,6 +24,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 
 from certs.errors import KeyFileError
 from serai.errors import ErrorCode
@@ -139,10 +141,20 @@ def parse_der_certificate(der: bytes) -> x509.Certificate:
     """The certificate in ``der``; every way the bytes fail to be one raises
     :class:`ValueError` (cryptography also raises ``TypeError``, ``UnsupportedAlgorithm``
     and ``InvalidVersion``, the last not a ``ValueError``: callers at a trust boundary
-    catch one type and refuse, instead of letting the others escape)."""
+    catch one type and refuse, instead of letting the others escape). A serial number
+    that is not positive, which cryptography only warns about, is refused too, whatever
+    the warning filters (RFC 5280 forbids it; a later cryptography release refuses it)."""
     try:
-        return x509.load_der_x509_certificate(der)
-    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", CryptographyDeprecationWarning)
+            return x509.load_der_x509_certificate(der)
+    except (
+        ValueError,
+        TypeError,
+        UnsupportedAlgorithm,
+        x509.InvalidVersion,
+        CryptographyDeprecationWarning,
+    ) as exc:
         raise ValueError(f"not a certificate: {exc}") from exc
 
 
