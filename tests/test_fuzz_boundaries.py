@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -1071,3 +1072,38 @@ def test_configuration_client_refuses_a_hostile_proof_bundle(world: World, data:
 
     with tempfile.TemporaryDirectory() as cache:
         asyncio.run(refresh(Path(cache)))
+
+
+def _negative_serial(der: bytes) -> bytes:
+    """``der`` with its serial number's sign bit set (the certificate's signature no longer
+    matches, which parsing does not check)."""
+    # Certificate and TBSCertificate headers (30 82 xx xx each), version [0] (a0 03 02 01
+    # 02), then the serial: 02 len value.
+    serial_at = 4 + 4 + 5
+    assert der[serial_at] == 0x02
+    value_at = serial_at + 2
+    return der[:value_at] + bytes([der[value_at] | 0x80]) + der[value_at + 1 :]
+
+
+def test_a_certificate_with_a_negative_serial_is_refused_whatever_the_warning_filters(
+    world: World,
+) -> None:
+    """Regression (fixed in certs/keys): cryptography only warns about it, so under an
+    "error" filter the warning escaped parse_der_certificate and the configuration
+    snapshot of a correctly signed configuration listing such a CA."""
+    negative = _negative_serial(world.member_chain[0])
+    with pytest.raises(ValueError, match="not a certificate"):
+        parse_der_certificate(negative)
+    configuration = decode_configuration(world.configuration)
+    ca = configuration.federation.certificate_authorities[0]
+    changed = dataclasses.replace(
+        configuration,
+        federation=dataclasses.replace(
+            configuration.federation,
+            certificate_authorities=(dataclasses.replace(ca, root_certificate=negative),),
+        ),
+    )
+    envelope = world.sign_configuration(encode_configuration(changed))
+    with pytest.raises(ConfigurationError) as refused:
+        TrustedConfiguration(world.anchor).check(envelope, now=world.now)
+    assert refused.value.code is ErrorCode.GLOBALCONF_INVALID
