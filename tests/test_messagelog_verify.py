@@ -479,7 +479,7 @@ def test_a_malformed_certificate_fails_whatever_the_warning_filters(
     verifier = EvidenceVerifier(log_id=LOG_ID, timeline=timeline_for(pristine))
     assert verifier.check_head(jws, None) is None
     assert checks(verifier.report) == {("tree head", "head_format")}
-    assert "x5c holds a malformed certificate" in verifier.report.failures[0].message
+    assert "x5c[0] is not a certificate" in verifier.report.failures[0].message
 
 
 def test_head_signed_for_another_log(pristine: Built, source: Source, tmp_path: Path) -> None:
