@@ -28,6 +28,13 @@ Guarantees (``now`` is the guard's clock when it is asked):
 5. **Cost.** Expired ids are dropped lazily from the front of a queue ordered by
    expiry time, so each call is O(1) amortised.
 
+6. **Across restarts.** A guard starts empty; :func:`seed_from_log` fills it, before the
+   gateway serves, with the ``REQUEST_RECEIVED`` records its message log committed
+   within the last ``window_s + max_skew_s`` (by commit time, which is at or after the
+   acceptance), so a request accepted just before a crash or restart is still refused
+   after it. Several processes sharing one log (``--workers``) seed from it alike, but
+   each remembers only what it accepted since.
+
 Assumptions: one event loop calls the guard (it is not thread-safe, and needs no lock
 because it never awaits). The clock returns aware datetimes; if it steps backwards,
 entries are only kept longer (and queue order may be lost, which keeps entries behind
@@ -43,8 +50,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
+from gateway.commit import RecordKind
 from gateway.errors import GatewayError
-from serai.errors import ConfigError, ErrorCode, Origin
+from gateway.messagelog.log import MAX_PAGE, MessageLog
+from serai.errors import ConfigError, ErrorCode, InvalidIdentifierError, Origin
 from serai.identifiers import SubsystemId
 
 __all__ = [
@@ -56,6 +65,7 @@ __all__ = [
     "ReplayCapacityError",
     "ReplayDetectedError",
     "ReplayGuard",
+    "seed_from_log",
 ]
 
 #: How long a message id stays unique per client, in seconds (DESIGN: 10 minutes).
@@ -166,6 +176,21 @@ class ReplayGuard:
         self._expiry[key] = expires
         self._queue.append((expires, key))
 
+    def remember(self, client: SubsystemId, message_id: str, accepted_at: dt.datetime) -> None:
+        """Remember an id accepted at ``accepted_at`` (by an earlier run of this gateway,
+        read back from its message log): it is refused until ``accepted_at + window_s +
+        max_skew_s``, as if this guard had accepted it then. Nothing is remembered for an
+        id already expired; up to ``max_entries`` are kept, the newest last."""
+        now = self._now()
+        expires = accepted_at + self._keep
+        if expires < now or len(self._expiry) >= self._max_entries:
+            return
+        key = (client, message_id)
+        if self._expiry.get(key, expires) > expires:
+            return
+        self._expiry[key] = expires
+        self._queue.append((expires, key))
+
     def __len__(self) -> int:
         """How many ids are remembered (expired ones may linger until the next call)."""
         return len(self._expiry)
@@ -189,3 +214,26 @@ class ReplayGuard:
                 origin=Origin.GATEWAY,
             )
         return now
+
+
+async def seed_from_log(guard: ReplayGuard, log: MessageLog, *, keep_s: float) -> int:
+    """Fill ``guard`` with the requests ``log`` received in the last ``keep_s`` seconds
+    (guarantee 6); returns how many ids it read."""
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=keep_s)
+    start, seen = 0, 0
+    while True:
+        page = await log.records(
+            kinds=(RecordKind.REQUEST_RECEIVED,), since=since, start=start, limit=MAX_PAGE
+        )
+        for stored in page:
+            if stored.client is None:
+                continue
+            try:
+                client = SubsystemId.parse(stored.client)
+            except InvalidIdentifierError:
+                continue  # a stored record was checked when committed; never expected
+            guard.remember(client, stored.message_id, stored.appended_at)
+            seen += 1
+        if len(page) < MAX_PAGE:
+            return seen
+        start = int(page[-1].index) + 1

@@ -63,7 +63,7 @@ from gateway.cli import open_acl_store, token_verifier
 from gateway.commit import ExchangeLog
 from gateway.config import GatewayConfig, load_config
 from gateway.metrics import CertificateInUse, GatewayMetrics, GatewayState, add_state_gauges
-from gateway.replay import ReplayGuard
+from gateway.replay import ReplayGuard, seed_from_log
 from gateway.runtime import GatewayRuntime, StapledOCSP
 from gateway.signing import HeaderSigner
 from registry.client import GlobalConfigurationClient
@@ -176,6 +176,15 @@ async def _serve(
     log = gateway_log.exchange_log
     ocsp_client = OCSPClient()
     stack.push_async_callback(ocsp_client.aclose)
+    replay = ReplayGuard(
+        window_s=float(config.replay_window_s), max_skew_s=float(config.max_skew_s)
+    )
+    remembered = await seed_from_log(
+        replay,
+        gateway_log.store,
+        keep_s=float(config.replay_window_s) + float(config.max_skew_s),
+    )
+    log_event("gateway_replay_window_restored", message_ids=remembered)
     runtime = await _start_runtime(
         config=config,
         files=files,
@@ -183,6 +192,7 @@ async def _serve(
         globalconf=globalconf,
         policy=policy,
         log=log,
+        replay=replay,
         admission=gateway_log.admission,
         settings=settings,
         ocsp_client=ocsp_client,
@@ -259,6 +269,7 @@ async def _start_runtime(
     globalconf: GlobalConfigurationClient,
     policy: FollowedPolicy,
     log: ExchangeLog,
+    replay: ReplayGuard,
     admission: Callable[[], None],
     settings: GatewaySettings,
     ocsp_client: OCSPClient,
@@ -287,9 +298,7 @@ async def _start_runtime(
             configuration=globalconf,
             policies=policy,
             log=log,
-            replay=ReplayGuard(
-                window_s=float(config.replay_window_s), max_skew_s=float(config.max_skew_s)
-            ),
+            replay=replay,
             settings=settings,
             ocsp=stapled,
             admission=admission,

@@ -3,14 +3,19 @@ an injected clock, the memory bound, and a Hypothesis model of random traffic.""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import replay as replay_module
+from gateway.commit import RecordKind
 from gateway.errors import GatewayError
+from gateway.headers import RequestHeader
+from gateway.messagelog import MessageLog
 from gateway.replay import (
     ClockSkewError,
     ReplayCapacityError,
@@ -19,6 +24,7 @@ from gateway.replay import (
 )
 from serai.errors import ConfigError, ErrorCode, Origin
 from serai.identifiers import SubsystemId
+from tests.gatewayharness import federation
 
 T0 = dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.UTC)
 TAX = SubsystemId.parse("UZ/GOV/STC/tax")
@@ -52,6 +58,7 @@ def test_public_surface() -> None:
         "ReplayCapacityError",
         "ReplayDetectedError",
         "ReplayGuard",
+        "seed_from_log",
     }
 
 
@@ -279,3 +286,63 @@ def test_model_never_accepts_a_duplicate_within_the_window(
             assert (client, message_id, created) not in headers_accepted
             accepted_at[key] = now
             headers_accepted.add((client, message_id, created))
+
+
+# -- guarantee 6: across restarts --------------------------------------------------------
+
+
+def test_a_remembered_id_is_refused_until_its_acceptance_plus_window_and_skew() -> None:
+    clock = Clock(T0 + _s(100))
+    guard = ReplayGuard(window_s=600, max_skew_s=60, clock=clock)
+    guard.remember(TAX, "m-1", T0)  # accepted 100 s ago by the previous run
+    guard.remember(TAX, "m-old", T0 - _s(700))  # expired before this run: not kept
+    assert len(guard) == 1
+    with pytest.raises(ReplayDetectedError):
+        guard.check_and_remember(TAX, "m-1", clock.now)
+    guard.check_and_remember(PROPERTY, "m-1", clock.now)  # per client
+    guard.check_and_remember(TAX, "m-old", clock.now)
+    clock.now = T0 + _s(660)  # the end instant is still refused (guarantee 2)
+    with pytest.raises(ReplayDetectedError):
+        guard.check_and_remember(TAX, "m-1", clock.now)
+    clock.now = T0 + _s(661)
+    guard.check_and_remember(TAX, "m-1", clock.now)
+
+
+def test_remembering_never_shortens_and_respects_the_bound() -> None:
+    clock = Clock(T0)
+    guard = ReplayGuard(window_s=600, max_skew_s=60, max_entries=2, clock=clock)
+    guard.remember(TAX, "m-1", T0)
+    guard.remember(TAX, "m-1", T0 - _s(300))  # an older sighting keeps the later expiry
+    clock.now = T0 + _s(500)
+    with pytest.raises(ReplayDetectedError):
+        guard.check_and_remember(TAX, "m-1", clock.now)
+    guard.remember(TAX, "m-2", T0)
+    guard.remember(TAX, "m-3", T0)  # full: the capacity rule still governs new ids
+    assert len(guard) == 2
+
+
+async def test_a_restarted_gateway_refuses_what_its_log_says_it_accepted(
+    tmp_path: Path,
+) -> None:
+    async with federation(tmp_path / "fed") as fed:
+        for body in (b"parcel 1", b"parcel 2"):
+            assert (await fed.call(body=body)).body == body
+        received = [r for r in fed.provider_log.records if r.kind is RecordKind.REQUEST_RECEIVED]
+    assert len(received) == 2
+    log = await MessageLog.open(tmp_path / "messagelog.db", log_id="UZ/GOV/CADASTRE/gw:main")
+    try:
+        await log.append_all(fed.provider_log.records)
+        guard = ReplayGuard()
+        assert await replay_module.seed_from_log(guard, log, keep_s=660) == 2
+        now = dt.datetime.now(dt.UTC)
+        for record in received:
+            payload = record.header_jws.decode("ascii").split(".")[1]
+            header = RequestHeader.decode(
+                base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+            )
+            with pytest.raises(ReplayDetectedError):
+                guard.check_and_remember(header.client, header.message_id, now)
+        fresh = ReplayGuard()
+        assert await replay_module.seed_from_log(fresh, log, keep_s=0.001) == 0
+    finally:
+        await log.close()
