@@ -25,11 +25,19 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
+
+
+def deep_examples(count: int) -> int:
+    """Examples for a slow (deep) fuzzing run: ``count`` times ``SERAI_FUZZ_DEEP``
+    (default 1; ``SERAI_FUZZ_DEEP=3`` runs the thorough sizes of docs/reliability.md)."""
+    return max(1, round(count * float(os.environ.get("SERAI_FUZZ_DEEP", "1"))))
+
 
 __all__ = [
     "Data",

@@ -157,14 +157,14 @@ _HEALTH = [
     HealthCheck.large_base_example,
 ]
 DEFAULT = settings(max_examples=120, deadline=None, suppress_health_check=_HEALTH)
-DEEP = settings(max_examples=3_000, deadline=None, suppress_health_check=_HEALTH)
+DEEP = settings(max_examples=fz.deep_examples(1_000), deadline=None, suppress_health_check=_HEALTH)
 
 _F = TypeVar("_F", bound=Callable[..., None])
 
 
 def fuzz(**strategies: st.SearchStrategy[Any]) -> Callable[[_F], _F]:
     """``@given(**strategies)`` with :data:`DEFAULT`, plus a twin ``<name>_deep`` in the
-    module, marked ``slow``, with :data:`DEEP` (thousands of examples)."""
+    module, marked ``slow``, with :data:`DEEP` (1,000 examples; ``SERAI_FUZZ_DEEP`` scales it)."""
 
     def decorate(test: _F) -> _F:
         @functools.wraps(test)

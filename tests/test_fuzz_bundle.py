@@ -160,7 +160,8 @@ def _check(exported: Exported, which: int, hostile: Hostile) -> None:
 
 
 @pytest.mark.parametrize(
-    "examples", [80, pytest.param(2_000, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])]
+    "examples",
+    [80, pytest.param(fz.deep_examples(700), marks=[pytest.mark.slow, pytest.mark.timeout(3600)])],
 )
 def test_any_file_replaced_by_hostile_content_is_reported(
     exported: Exported, examples: int

@@ -94,7 +94,10 @@ _HEALTH = [
     HealthCheck.large_base_example,
 ]
 #: Fuzzed inputs per server in the default run, and in the slow run.
-EXAMPLES = [100, pytest.param(1_500, marks=[pytest.mark.slow, pytest.mark.timeout(3600)])]
+EXAMPLES = [
+    100,
+    pytest.param(fz.deep_examples(500), marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
+]
 
 _T = TypeVar("_T")
 
