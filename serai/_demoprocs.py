@@ -26,11 +26,15 @@ from serai.errors import SeraiError
 __all__ = [
     "SERAI",
     "Service",
+    "count_event",
     "interrupts_deferred",
     "must",
     "run_serai",
     "run_serai_parallel",
+    "signals_ignored",
     "stop_all",
+    "stop_services",
+    "termination_as_exit",
 ]
 
 #: The ``serai`` command line, run with this interpreter.
@@ -130,6 +134,56 @@ class Service:
                 event = json.loads(line)
                 if isinstance(event, dict) and isinstance(event.get("event"), str):
                     self._events.append(event)
+
+
+def stop_services(services: Sequence[Service], say: Callable[[str], None]) -> None:
+    """Stop every service (SIGTERM to all, then SIGKILL to whoever lingers); a second
+    Ctrl-C or SIGTERM meanwhile does not cut the clean-up short."""
+    if not services:
+        return
+    say(f"stopping {len(services)} processes")
+    with signals_ignored():
+        stop_all(services)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """Ignore SIGINT, SIGTERM and SIGHUP meanwhile (in the main thread; elsewhere a
+    signal handler cannot be set, and nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in watched}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def termination_as_exit() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run like Ctrl-C does: the clean-up runs, and the
+    process exits with 128 + the signal number."""
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    watched = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, leave) for signum in watched}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def count_event(service: Service, event: str) -> int:
+    """How many event lines named ``event`` the service has written so far."""
+    needle = f'"event": "{event}"'
+    with service.log.open(errors="replace") as log:
+        return sum(1 for line in log if needle in line)
 
 
 def stop_all(services: Sequence[Service]) -> list[tuple[Service, int, bool]]:

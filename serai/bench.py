@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import math
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -45,7 +42,7 @@ from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER, Federation, bring_
 from serai._benchload import CpuSample, Outcomes, call_once, cpu_sample, drive, open_channel
 from serai._benchnginx import find_nginx
 from serai._benchreport import RoundFigures, render_text, round_figures, summarize
-from serai._demoprocs import Service, stop_all
+from serai._demoprocs import Service, count_event, stop_services, termination_as_exit
 from serai.errors import ConfigError, SeraiError
 
 __all__ = ["BenchSettings", "parse_settings", "register", "run_bench"]
@@ -185,7 +182,7 @@ def _seconds(option: str, text: str, *, low: float) -> float:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     settings = parse_settings(args)
-    with _termination_as_exit():
+    with termination_as_exit():
         report = run_bench(settings, say=_say)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -225,12 +222,12 @@ def run_bench(settings: BenchSettings, *, say: Callable[[str], None]) -> dict[st
             targets["nginx"] = federation.nginx
         rounds = asyncio.run(_measure(settings, federation, targets, services, say))
         stamped = {
-            role: _count_event(service, "log_tree_head_timestamped")
+            role: count_event(service, "log_tree_head_timestamped")
             for role, service in ((s.name, s) for s in services)
             if role.startswith("gateway-")
         }
     finally:
-        _stop(services, say)
+        stop_services(services, say)
         if settings.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     return {
@@ -439,53 +436,6 @@ def _check_running(services: list[Service]) -> None:
                 f"{service.name} exited with {service.process.returncode} during the run; "
                 f"{service.log}:\n{tail}"
             )
-
-
-def _count_event(service: Service, event: str) -> int:
-    needle = f'"event": "{event}"'
-    with service.log.open(errors="replace") as log:
-        return sum(1 for line in log if needle in line)
-
-
-def _stop(services: list[Service], say: Callable[[str], None]) -> None:
-    """Stop every service (SIGTERM to all, then SIGKILL to whoever lingers); a second
-    Ctrl-C or SIGTERM meanwhile does not cut the clean-up short."""
-    if not services:
-        return
-    say(f"stopping {len(services)} processes")
-    with _signals_ignored():
-        stop_all(services)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in watched}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-@contextlib.contextmanager
-def _termination_as_exit() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the run like Ctrl-C does: the clean-up runs, and the
-    process exits with 128 + the signal number."""
-
-    def leave(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    watched = (signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, leave) for signum in watched}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _say(text: str) -> None:

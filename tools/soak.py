@@ -43,20 +43,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import math
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -65,7 +62,7 @@ import grpc
 
 from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER, bring_up
 from serai._benchload import open_channel, percentile, process_cpu_s
-from serai._demoprocs import Service, stop_all
+from serai._demoprocs import Service, count_event, stop_services, termination_as_exit
 from serai.errors import ERROR_METADATA_KEY, SeraiError
 
 __all__ = [
@@ -499,12 +496,12 @@ def run_soak(settings: SoakSettings, *, say: Callable[[str], None]) -> dict[str,
             _soak(settings, pids, services, federation.gateways, say)
         )
         stamped = {
-            s.name: _count_event(s, "log_tree_head_timestamped")
+            s.name: count_event(s, "log_tree_head_timestamped")
             for s in services
             if s.name.startswith("gateway-")
         }
     finally:
-        _stop(services, say)
+        stop_services(services, say)
         if settings.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     return _report(
@@ -675,52 +672,6 @@ def render_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _count_event(service: Service, event: str) -> int:
-    needle = f'"event": "{event}"'
-    with service.log.open(errors="replace") as log:
-        return sum(1 for line in log if needle in line)
-
-
-def _stop(services: list[Service], say: Callable[[str], None]) -> None:
-    """Stop every service; a second Ctrl-C or SIGTERM meanwhile does not cut it short."""
-    if not services:
-        return
-    say(f"stopping {len(services)} processes")
-    with _signals_ignored():
-        stop_all(services)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in watched}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-@contextlib.contextmanager
-def _termination_as_exit() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the run like Ctrl-C: the clean-up runs, and the process
-    exits with 128 + the signal number."""
-
-    def leave(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    watched = (signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, leave) for signum in watched}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def _say(text: str) -> None:
     stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
     print(f"soak {stamp}: {text}", file=sys.stderr, flush=True)
@@ -735,7 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionError as exc:
         parser.error(str(exc))  # exits 2
     try:
-        with _termination_as_exit():
+        with termination_as_exit():
             report = run_soak(settings, say=_say)
     except KeyboardInterrupt:
         _say("interrupted")
