@@ -46,6 +46,7 @@ from cryptography.x509 import load_pem_x509_certificate
 from prometheus_client import CollectorRegistry
 
 from certs.ocsp_client import OCSPClient
+from gateway import _grpclog
 from gateway._assembly import (
     AdminChangeSignal,
     FollowedPolicy,
@@ -98,6 +99,7 @@ def register_serve(gateway_subparsers: Any) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    _grpclog.install()  # count the TLS handshakes grpc refuses (gateway._grpclog)
     asyncio.run(run_gateway(config))
     return 0
 
@@ -137,6 +139,7 @@ async def _serve(
     await globalconf.start()
     stack.push_async_callback(globalconf.stop)
     registry = CollectorRegistry()
+    registry.register(_grpclog.HandshakeFailureCollector())
     readiness = Readiness(globalconf=globalconf, max_ocsp_age_s=settings.max_ocsp_age_s)
     ops = OpsServer(registry=registry, readiness=readiness.reasons, listen=config.metrics_listen)
     await ops.start()

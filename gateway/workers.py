@@ -208,6 +208,9 @@ def _run_worker(config_path: Path, spec: WorkerSpec) -> int:
         # metrics_listen and reads the worker's from its gateway_listening event).
         metrics_listen=("127.0.0.1", 0),
     )
+    from gateway import _grpclog  # noqa: PLC0415
+
+    _grpclog.install()  # count the TLS handshakes grpc refuses, per worker
     asyncio.run(run_gateway(config, leader=spec.leader))
     return 0
 
