@@ -153,13 +153,8 @@ def signals_ignored() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in watched}
-    try:
+    with _handling((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), signal.SIG_IGN):
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
@@ -170,13 +165,8 @@ def termination_as_exit() -> Iterator[None]:
     def leave(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    watched = (signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, leave) for signum in watched}
-    try:
+    with _handling((signal.SIGTERM, signal.SIGHUP), leave):
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def count_event(service: Service, event: str) -> int:
@@ -212,15 +202,23 @@ def interrupts_deferred() -> Iterator[None]:
     def note(signum: int, _frame: object) -> None:
         pending.append(signum)
 
-    watched = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, note) for signum in watched}
+    try:
+        with _handling((signal.SIGINT, signal.SIGTERM), note):
+            yield
+    finally:
+        for number in dict.fromkeys(pending):
+            signal.raise_signal(number)
+
+
+@contextlib.contextmanager
+def _handling(signals: Sequence[int], handler: Any) -> Iterator[None]:
+    """``handler`` for ``signals`` meanwhile; the previous handlers back afterwards."""
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for number in dict.fromkeys(pending):
-            signal.raise_signal(number)
+        for signum, former in previous.items():
+            signal.signal(signum, former)
 
 
 def run_serai(
