@@ -3,7 +3,8 @@
 :class:`ConsumerSide` handles any unary method an information system calls on the
 gateway's IS port, with the body as raw bytes (it never parses bodies). In order:
 
-1. The body is at most ``max_message_bytes`` (``message_too_large``), before any work;
+1. The body is at most ``max_message_bytes`` (``message_too_large``), before any work
+   (the IS port sets no gRPC receive limit, so this check refuses every oversize body);
    the gateway admits new exchanges (``timestamping_overdue`` while the message log's
    records wait too long for a time-stamp: :attr:`ExchangeParts.admission`).
 2. ``x-road-client`` and ``x-road-service`` are present and valid identifiers

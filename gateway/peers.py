@@ -28,7 +28,7 @@ from gateway.tlsconf import (
 from registry.model import Gateway
 from serai.errors import ErrorCode, Origin, SeraiError
 
-__all__ = ["ChannelPool", "PeerPool", "PeerUnreachableError"]
+__all__ = ["ENVELOPE_BYTES", "ChannelPool", "PeerPool", "PeerUnreachableError"]
 
 _Key = tuple[str, str, bytes]
 _KEEPALIVE: Final = (
@@ -68,8 +68,8 @@ class PeerPool:
         self._probe_timeout_s = probe_timeout_s
         self._options: Sequence[tuple[str, int | str]] = (
             *_KEEPALIVE,
-            ("grpc.max_receive_message_length", max_message_bytes + _ENVELOPE_BYTES),
-            ("grpc.max_send_message_length", max_message_bytes + _ENVELOPE_BYTES),
+            ("grpc.max_receive_message_length", max_message_bytes + ENVELOPE_BYTES),
+            ("grpc.max_send_message_length", max_message_bytes + ENVELOPE_BYTES),
         )
         self._channels: dict[_Key, grpc.aio.Channel] = {}
         self._locks: dict[_Key, asyncio.Lock] = {}
@@ -160,8 +160,9 @@ class PeerPool:
             task.add_done_callback(self._closing.discard)
 
 
-#: Room for the signed header, certificate chain and OCSP response around a body.
-_ENVELOPE_BYTES: Final = 1024 * 1024
+#: Room for the signed header, certificate chain and OCSP response around a body in an
+#: exchange message on the peer port (the gateways' send limit is the body's plus this).
+ENVELOPE_BYTES: Final = 1024 * 1024
 
 
 #: Longest wait between two connection attempts to an IS that cannot be reached. gRPC's

@@ -10,7 +10,10 @@ provider IS sees anything:
    is the registered authentication certificate of some gateway
    (``peer_not_registered``), and not revoked (``certificate_revoked``, OCSP codes:
    :mod:`gateway._peerauth`, when the runtime has an OCSP client).
-2. The body is at most ``max_message_bytes`` (``message_too_large``).
+2. The exchange message is at most ``max_message_bytes`` plus the envelope allowance
+   (``ENVELOPE_BYTES``), checked before it is decoded, and its body at most
+   ``max_message_bytes`` (``message_too_large``). The peer port sets no gRPC receive
+   limit, so this check, not grpc's, refuses every oversize message, with its code.
 3. :func:`gateway.signing.verify_request`: signature, chain, OCSP, client member, body
    digest, skew (``signature_invalid``, ``certificate_*``, ``ocsp_*``, ``clock_skew``).
 4. The calling gateway is registered as serving the request's client subsystem
@@ -56,7 +59,7 @@ from gateway.commit import LogRecord, RecordKind
 from gateway.errors import GatewayError
 from gateway.headers import MAX_STATUS_DETAILS_BYTES, MAX_STATUS_MESSAGE_CHARS, response_header_for
 from gateway.meta import answer_provider_meta, is_meta_method
-from gateway.peers import ChannelPool
+from gateway.peers import ENVELOPE_BYTES, ChannelPool
 from gateway.signing import VerifiedRequest, verify_request
 from gateway.tlsconf import peer_certificate_sha256
 from gateway.wire import MESSAGE_ID_KEY, REQUEST_HASH_KEY, refusing, status_code_of
@@ -111,6 +114,15 @@ class ProviderSide:
         if parts.peer_revocation is not None:
             await parts.peer_revocation(
                 cast("dict[str, list[bytes]]", context.auth_context()), snapshot
+            )
+        if len(raw) > settings.max_message_bytes + ENVELOPE_BYTES:
+            # Refused before decoding: the peer port sets no gRPC receive limit (runtime.py).
+            raise GatewayError(
+                f"exchange message is {len(raw)} bytes, at most "
+                f"{settings.max_message_bytes + ENVELOPE_BYTES} allowed "
+                f"({settings.max_message_bytes} for the body and {ENVELOPE_BYTES} around it)",
+                code=ErrorCode.MESSAGE_TOO_LARGE,
+                origin=Origin.CLIENT,
             )
         request = ExchangeRequestMessage.decode(raw)
         if len(request.body) > settings.max_message_bytes:

@@ -63,7 +63,7 @@ from gateway._verifycache import VerificationCache
 from gateway.commit import ExchangeLog
 from gateway.consumer import ConsumerSide
 from gateway.meta import ConsumerMeta
-from gateway.peers import ChannelPool, PeerPool
+from gateway.peers import ENVELOPE_BYTES, ChannelPool, PeerPool
 from gateway.provider import ProviderSide
 from gateway.reflection import REFLECTION_METHODS, ReflectionHandler
 from gateway.replay import ReplayGuard
@@ -86,8 +86,6 @@ __all__ = [
 
 _LOG = logging.getLogger("serai.gateway")
 _HEALTH_PREFIX: Final = "/grpc.health.v1.Health/"
-#: Room around a body for the signed header, chain and OCSP response on the peer port.
-_ENVELOPE_BYTES: Final = 1024 * 1024
 
 
 class StapledOCSP:
@@ -236,10 +234,15 @@ class GatewayRuntime:
         )
         consumer = ConsumerSide(parts=self._parts, peers=self._peers)
         provider = ProviderSide(parts=self._parts, providers=self._providers)
-        limit = settings.max_message_bytes + _ENVELOPE_BYTES
+        # No gRPC receive limit on either port: the handlers refuse an oversize message
+        # themselves, first, with message_too_large in x-road-error, counted. A gRPC limit
+        # would answer a bare RESOURCE_EXHAUSTED the gateway never sees (no code, no
+        # metric), and it bounds no memory: grpc buffers the whole message before applying
+        # it (measured with grpcio 1.75.1: a 300 MB message to a server limited to 1 KB
+        # raised its peak RSS by 295 MB). See SECURITY.md on memory exhaustion.
         options = (
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", -1),
+            ("grpc.max_send_message_length", settings.max_message_bytes + ENVELOPE_BYTES),
         )
 
         is_server = grpc.aio.server(options=options)

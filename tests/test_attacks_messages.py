@@ -25,11 +25,10 @@ request record of a consumer gateway that sent the request.
 Each attack has a control beside it: the same message unaltered is served (and reaches
 the provider), so the refusal is the alteration's, not the test's. No timing is asserted.
 
-Known gap (a strict xfail): a message larger than ``max_message_bytes`` plus the 1 MiB
-allowed for the envelope is refused by grpc's own receive limit, before the gateway's
-handler runs: RESOURCE_EXHAUSTED and never forwarded, but without ``x-road-error`` and
-not counted in the metrics. Between the two limits the gateway refuses it itself, with
-its code, counted (tested here).
+An oversize message is refused by the gateway's own check at any size, with its code
+and counted: neither port sets a gRPC receive limit, which would answer a bare
+RESOURCE_EXHAUSTED before the gateway's handler runs (and bounds no memory: grpc
+buffers a whole message before applying it; SECURITY.md).
 """
 
 from __future__ import annotations
@@ -44,8 +43,9 @@ from typing import TypeVar
 
 import pytest
 
-from gateway._messages import ExchangeResponseMessage
+from gateway._messages import ExchangeRequestMessage, ExchangeResponseMessage
 from gateway.headers import RequestHeader
+from gateway.peers import ENVELOPE_BYTES
 from gateway.signing import SignedHeader
 from serai import jws
 from serai._demoprocs import Service
@@ -419,50 +419,45 @@ def test_an_oversize_message_from_a_peer_is_refused(
     assert outcome.refusal == ("RESOURCE_EXHAUSTED", "client", "message_too_large")
 
 
-#: Far beyond ``max_message_bytes`` plus the 1 MiB the gateways' gRPC servers allow
-#: around a body for the envelope (gateway/runtime.py, ``_ENVELOPE_BYTES``).
-_FAR_OVERSIZE = 4 * 1024 * 1024
+#: Far beyond ``max_message_bytes`` plus the 1 MiB the peer port allows around a body
+#: for the envelope (``gateway.peers.ENVELOPE_BYTES``), and beyond grpc's default
+#: receive limit (4 MiB).
+_FAR_OVERSIZE = 6 * 1024 * 1024
 
 
-def test_a_far_oversize_message_never_reaches_the_provider(
-    fed: AttackFederation, forger: Forger, peer: PeerLink
-) -> None:
-    """Beyond the envelope allowance, grpc's own receive limit refuses the message before
-    any gateway code runs, on the IS port and on the peer port alike: with
-    RESOURCE_EXHAUSTED, the status DESIGN §4 gives ``message_too_large``."""
-    body = b"x" * _FAR_OVERSIZE
-    _, signed = forger.request(body)
-    before, records = reached(fed.echo), _records(fed)
-    from_is = call_is(fed.consumer_is, body, client=str(PROPERTY))
-    from_peer = peer.send(signed, body)
-    assert reached(fed.echo) == before
-    assert _records(fed) == records
-    assert from_is.status == from_peer.status == "RESOURCE_EXHAUSTED"
-    assert from_is.body is from_peer.body is None
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known gap: grpc refuses a message over its receive limit before the gateway's "
-    "handler runs, so there is no x-road-error and no metric (see the module docstring)",
-)
 @pytest.mark.parametrize("port", ["is", "peer"])
 def test_a_far_oversize_message_is_refused_with_its_code_and_counted(
     fed: AttackFederation, forger: Forger, peer: PeerLink, port: str
 ) -> None:
+    """The gateway's own check refuses it, not grpc's receive limit: the status, the
+    ``x-road-error`` code, the count, and the provider never reached (``refused``)."""
     body = b"x" * _FAR_OVERSIZE
-    # The trailer first: it fails at once today, where the count would be waited for.
-    if port == "is":
-        outcome = call_is(fed.consumer_is, body, client=str(PROPERTY))
-    else:
-        outcome = peer.send(forger.request(body)[1], body)
-    assert outcome.refusal == ("RESOURCE_EXHAUSTED", "client", "message_too_large")
     with refused(fed, by="consumer" if port == "is" else "provider", code="message_too_large"):
         if port == "is":
             outcome = call_is(fed.consumer_is, body, client=str(PROPERTY))
         else:
             outcome = peer.send(forger.request(body)[1], body)
+    assert outcome.refusal == ("RESOURCE_EXHAUSTED", "client", "message_too_large")
+    assert outcome.body is None
+
+
+def test_an_envelope_oversize_around_a_small_body_is_refused_before_it_is_decoded(
+    fed: AttackFederation, forger: Forger, peer: PeerLink
+) -> None:
+    """The body is within the limit, but the envelope carries a padded chain beyond the
+    room left for it: refused on its size, not later on its (unparsable) chain."""
+    body = b"parcel 42"
+    _, signed = forger.request(body)
+    padding = b"\x00" * (MAX_MESSAGE_BYTES + ENVELOPE_BYTES)
+    envelope = ExchangeRequestMessage(
+        signed_header=signed.jws,
+        body=body,
+        certificate_chain=(*signed.certificate_chain, padding),
+        ocsp_response=signed.ocsp_response,
+        timeout_s=10.0,
+    ).encode()
+    with refused(fed, by="provider", code="message_too_large"):
+        outcome = peer.send_raw(envelope)
     assert outcome.refusal == ("RESOURCE_EXHAUSTED", "client", "message_too_large")
 
 
