@@ -88,7 +88,7 @@ from prometheus_client.samples import Sample
 
 from gateway.commit import LogUnavailableError
 from gateway.messagelog import MessageLog
-from gateway.messagelog.heads import TimestampingOverdueError
+from gateway.messagelog.heads import TimestampingOverdueError, overdue_reason
 from gateway.messagelog.store import StoredTreeHead
 from serai.cliutil import format_address, log_event, parse_listen, termination_event
 from serai.errors import ConfigError, SeraiError
@@ -330,16 +330,12 @@ class FollowingScheduler:
         return self.overdue_reason() is not None
 
     def overdue_reason(self) -> str | None:
-        since = self._untimestamped_since
-        if since is None:
-            return None
-        waited = (self._clock() - since).total_seconds()
-        if waited <= self._overdue_after_s:
-            return None
-        return (
-            f"records of log {self._log_id} have waited {waited:.0f} s for a time-stamp "
-            f"(at most {self._overdue_after_s:g} s allowed; the leader worker signs and "
-            "time-stamps the tree heads)"
+        return overdue_reason(
+            log_id=self._log_id,
+            since=self._untimestamped_since,
+            now=self._clock(),
+            overdue_after_s=self._overdue_after_s,
+            detail="the leader worker signs and time-stamps the tree heads",
         )
 
     def check(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import shutil
 import subprocess
@@ -169,7 +170,26 @@ def test_public_surface() -> None:
         "TimestampingOverdueError",
         "TreeHeadScheduler",
         "approved_tsa_timestamper",
+        "overdue_reason",
     }
+
+
+def test_overdue_reason_counts_from_the_oldest_waiting_record() -> None:
+    since = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    at = functools.partial(
+        heads_module.overdue_reason, log_id="L1", since=since, overdue_after_s=60.0
+    )
+    assert (
+        heads_module.overdue_reason(log_id="L1", since=None, now=since, overdue_after_s=0.0) is None
+    )
+    assert at(now=since + dt.timedelta(seconds=60)) is None  # the bound itself is allowed
+    assert at(now=since + dt.timedelta(seconds=61)) == (
+        "records of log L1 have waited 61 s for a time-stamp (at most 60 s allowed)"
+    )
+    assert at(now=since + dt.timedelta(seconds=90), detail="last failure: tsa down") == (
+        "records of log L1 have waited 90 s for a time-stamp (at most 60 s allowed); "
+        "last failure: tsa down"
+    )
 
 
 # -- rule 1: heads --------------------------------------------------------------------------

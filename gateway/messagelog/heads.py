@@ -69,6 +69,7 @@ __all__ = [
     "TimestampingOverdueError",
     "TreeHeadScheduler",
     "approved_tsa_timestamper",
+    "overdue_reason",
 ]
 
 #: X-Road's default acceptable time-stamping failure period.
@@ -84,6 +85,30 @@ class TimestampingOverdueError(GatewayError):
     """Records have waited longer than the allowed period for a time-stamp."""
 
     default_code = ErrorCode.TIMESTAMPING_OVERDUE
+
+
+def overdue_reason(
+    *,
+    log_id: str,
+    since: dt.datetime | None,
+    now: dt.datetime,
+    overdue_after_s: float,
+    detail: str | None = None,
+) -> str | None:
+    """Why records of ``log_id`` waiting for a time-stamp since ``since`` are overdue at
+    ``now`` (waited more than ``overdue_after_s``), with ``detail`` appended; ``None``
+    while they are not (or nothing waits). The one wording for the refusal's details and
+    the operator, whichever process keeps the time."""
+    if since is None:
+        return None
+    waited = (now - since).total_seconds()
+    if waited <= overdue_after_s:
+        return None
+    reason = (
+        f"records of log {log_id} have waited {waited:.0f} s for a time-stamp "
+        f"(at most {overdue_after_s:g} s allowed)"
+    )
+    return reason if detail is None else f"{reason}; {detail}"
 
 
 def _utcnow() -> dt.datetime:
@@ -205,19 +230,13 @@ class TreeHeadScheduler:
 
     def overdue_reason(self) -> str | None:
         """Why the log is overdue (for the refusal and the operator), or ``None``."""
-        since = self.untimestamped_since
-        if since is None:
-            return None
-        waited = (self._clock() - since).total_seconds()
-        if waited <= self._overdue_after_s:
-            return None
-        reason = (
-            f"records of log {self._log_id} have waited {waited:.0f} s for a time-stamp "
-            f"(at most {self._overdue_after_s:g} s allowed)"
+        return overdue_reason(
+            log_id=self._log_id,
+            since=self.untimestamped_since,
+            now=self._clock(),
+            overdue_after_s=self._overdue_after_s,
+            detail=None if self._last_error is None else f"last failure: {self._last_error}",
         )
-        if self._last_error is not None:
-            reason += f"; last failure: {self._last_error}"
-        return reason
 
     def check(self) -> None:
         """Refuse new exchanges while overdue: raises :class:`TimestampingOverdueError`."""
