@@ -20,7 +20,8 @@ provider IS sees anything:
    (``peer_not_registered``); this gateway serves the provider subsystem
    (``unknown_service``).
 5. The message id is new for that client and the created time within the skew
-   (``replay_detected``, ``clock_skew``).
+   (``replay_detected``, ``clock_skew``); where processes share the log, the log is
+   asked too, before step 8 and again after it (:class:`~gateway.replay.SharedReplayCheck`).
 6. The access rights allow the client to call the method (``access_denied``); for a
    metaservice (``/serai.meta.v1.Meta/…``), which access rights do not cover, the
    answer is prepared instead (:func:`gateway.meta.answer_provider_meta`:
@@ -60,6 +61,7 @@ from gateway.errors import GatewayError
 from gateway.headers import MAX_STATUS_DETAILS_BYTES, MAX_STATUS_MESSAGE_CHARS, response_header_for
 from gateway.meta import answer_provider_meta, is_meta_method
 from gateway.peers import ENVELOPE_BYTES, ChannelPool
+from gateway.replay import SharedReplayCheck
 from gateway.signing import VerifiedRequest, verify_request
 from gateway.tlsconf import peer_certificate_sha256
 from gateway.wire import MESSAGE_ID_KEY, REQUEST_HASH_KEY, refusing, status_code_of
@@ -74,9 +76,16 @@ _Context = grpc.aio.ServicerContext[bytes, bytes]
 class ProviderSide:
     """Handles ``Transport/Exchange`` on the peer port (module docstring)."""
 
-    def __init__(self, *, parts: ExchangeParts, providers: ChannelPool) -> None:
+    def __init__(
+        self,
+        *,
+        parts: ExchangeParts,
+        providers: ChannelPool,
+        shared_replay: SharedReplayCheck | None = None,
+    ) -> None:
         self._parts = parts
         self._providers = providers
+        self._shared_replay = shared_replay
         self._settings = parts.settings
         self._descriptors = DescriptorCache()
 
@@ -166,6 +175,9 @@ class ProviderSide:
                 origin=Origin.CLIENT,
             )
         parts.replay.check_and_remember(header.client, header.message_id, header.created_at)
+        shared_replay = self._shared_replay
+        if shared_replay is not None:
+            await shared_replay.before_commit(header.client, header.message_id)
         policy = parts.policies.policy()
         meta_answer: bytes | None = None
         if is_meta_method(header.service.method_path):
@@ -194,6 +206,8 @@ class ProviderSide:
                 peer_gateway=peer.id,
             )
         )
+        if shared_replay is not None:
+            await shared_replay.after_commit(header.client, header.message_id, request_index)
         if meta_answer is not None:
             body, code, message, details = meta_answer, 0, "", b""
         else:

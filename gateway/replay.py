@@ -35,12 +35,26 @@ Guarantees (``now`` is the guard's clock when it is asked):
    after it. Several processes sharing one log (``--workers``) seed from it alike, but
    each remembers only what it accepted since.
 
+7. **Across processes sharing a log.** A guard knows only what its own process
+   accepted (and seeded). Where several processes append to one log (``serai gateway
+   serve --workers N``, or gateway nodes sharing a PostgreSQL log), a
+   :class:`SharedReplayCheck` makes the log itself the shared window: before the
+   request is committed, a ``REQUEST_RECEIVED`` of the same client and message id
+   committed within ``window_s + max_skew_s`` refuses it (``replay_detected``, nothing
+   written); after its commit, one at a smaller index refuses it too. Of two copies
+   racing through different processes, both commits finish before either second look,
+   and the later copy's look sees the earlier: exactly one is served. The copy refused
+   after its commit leaves its ``REQUEST_RECEIVED`` record, answered by none (the
+   auditor sees the replay attempt). A log that cannot be read refuses
+   (``log_unavailable``), never lets the request pass unchecked.
+
 Assumptions: one event loop calls the guard (it is not thread-safe, and needs no lock
 because it never awaits). The clock returns aware datetimes; if it steps backwards,
 entries are only kept longer (and queue order may be lost, which keeps entries behind
 a later-expiring one longer, never shorter); if it steps forwards, skew checks and
 expiry move together, so guarantee 3 holds against the clock's own readings.
-Several gateway nodes of one provider do not share a guard: each needs its own.
+Several gateway nodes of one provider do not share a guard: each needs its own, and a
+:class:`SharedReplayCheck` on a log they share (guarantee 7).
 """
 
 from __future__ import annotations
@@ -65,6 +79,7 @@ __all__ = [
     "ReplayCapacityError",
     "ReplayDetectedError",
     "ReplayGuard",
+    "SharedReplayCheck",
     "seed_from_log",
 ]
 
@@ -237,3 +252,44 @@ async def seed_from_log(guard: ReplayGuard, log: MessageLog, *, keep_s: float) -
         if len(page) < MAX_PAGE:
             return seen
         start = int(page[-1].index) + 1
+
+
+class SharedReplayCheck:
+    """The log shared by several processes as their common replay window (guarantee 7).
+
+    Asked after :meth:`ReplayGuard.check_and_remember` accepted the id in this process:
+    :meth:`before_commit` with nothing written yet, :meth:`after_commit` with the index
+    of the ``REQUEST_RECEIVED`` record just committed. Each is one indexed read of the
+    log (by message id)."""
+
+    def __init__(self, log: MessageLog, *, keep_s: float, clock: Clock | None = None) -> None:
+        if keep_s <= 0:
+            raise ConfigError(f"a replay window must be positive, not {keep_s!r} s")
+        self._log = log
+        self._keep = dt.timedelta(seconds=keep_s)
+        self._clock: Clock = clock or (lambda: dt.datetime.now(dt.UTC))
+
+    async def before_commit(self, client: SubsystemId, message_id: str) -> None:
+        """Refuse a request another process already committed within the window."""
+        await self._refuse_earlier(client, message_id, end=None)
+
+    async def after_commit(self, client: SubsystemId, message_id: str, index: int) -> None:
+        """Refuse a request committed at ``index`` when an earlier copy precedes it."""
+        await self._refuse_earlier(client, message_id, end=index)
+
+    async def _refuse_earlier(
+        self, client: SubsystemId, message_id: str, *, end: int | None
+    ) -> None:
+        earlier = await self._log.records(
+            message_id=message_id,
+            client=client,
+            kinds=(RecordKind.REQUEST_RECEIVED,),
+            since=self._clock() - self._keep,
+            end=end,
+            limit=1,
+        )
+        if earlier:
+            raise ReplayDetectedError(
+                f"message id {message_id!r} of client {client} was already received "
+                f"(message log record {int(earlier[0].index)})"
+            )

@@ -66,7 +66,7 @@ from gateway.meta import ConsumerMeta
 from gateway.peers import ENVELOPE_BYTES, ChannelPool, PeerPool
 from gateway.provider import ProviderSide
 from gateway.reflection import REFLECTION_METHODS, ReflectionHandler
-from gateway.replay import ReplayGuard
+from gateway.replay import ReplayGuard, SharedReplayCheck
 from gateway.signing import HeaderSigner
 from gateway.tlsconf import PeerServerCredentials, certificates_pem, is_server_credentials
 from serai.cliutil import log_event
@@ -157,6 +157,7 @@ class GatewayRuntime:
         log: ExchangeLog,
         replay: ReplayGuard,
         settings: GatewaySettings,
+        shared_replay: SharedReplayCheck | None = None,
         ocsp: StapledOCSP | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         admission: Callable[[], None] | None = None,
@@ -166,6 +167,7 @@ class GatewayRuntime:
         self._auth_chain_pem = auth_chain_pem
         self._settings = settings
         self._ocsp = ocsp
+        self._shared_replay = shared_replay
         parts = ExchangeParts(
             gateway_id=gateway_id,
             settings=settings,
@@ -233,7 +235,9 @@ class GatewayRuntime:
             roots_source=self._current_roots_pem,
         )
         consumer = ConsumerSide(parts=self._parts, peers=self._peers)
-        provider = ProviderSide(parts=self._parts, providers=self._providers)
+        provider = ProviderSide(
+            parts=self._parts, providers=self._providers, shared_replay=self._shared_replay
+        )
         # No gRPC receive limit on either port: the handlers refuse an oversize message
         # themselves, first, with message_too_large in x-road-error, counted. A gRPC limit
         # would answer a bare RESOURCE_EXHAUSTED the gateway never sees (no code, no

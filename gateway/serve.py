@@ -21,8 +21,15 @@ The operations HTTP port (``metrics_listen``: ``/metrics``, ``/healthz``, ``/rea
 :mod:`serai.httpops`) opens right after the configuration client, so that ``/readyz``
 says why the gateway is not ready while it waits; :mod:`gateway._health` then keeps the
 gRPC health status of the IS and peer ports in step with readiness and logs the
-significant events (ready / not ready, time-stamping failing / recovered, certificates
-about to expire).
+significant events (ready / not ready, message log stuck / resumed, time-stamping
+failing / recovered, certificates about to expire).
+
+A message-log store that stops answering without failing (its process stopped, the
+network black-holed) leaves a write in flight: past ``message_log_stuck_after_s`` the
+gateway is not ready (``/readyz`` names the log), every new exchange is refused at once
+with ``log_unavailable`` (counted as a refusal) instead of waiting for its deadline, and
+``serai_gateway_log_write_age_seconds`` shows how long the write has waited. When the
+write ends (committed, or failed whole) all of it clears by itself.
 
 Then ``gateway_listening`` is logged with the four addresses, and SIGINT or SIGTERM
 stops everything gracefully (``gateway_stopped``). Every event is a JSON line on
@@ -64,7 +71,7 @@ from gateway.cli import open_acl_store, token_verifier
 from gateway.commit import ExchangeLog
 from gateway.config import GatewayConfig, load_config
 from gateway.metrics import CertificateInUse, GatewayMetrics, GatewayState, add_state_gauges
-from gateway.replay import ReplayGuard, seed_from_log
+from gateway.replay import ReplayGuard, SharedReplayCheck, seed_from_log
 from gateway.runtime import GatewayRuntime, StapledOCSP
 from gateway.signing import HeaderSigner
 from registry.client import GlobalConfigurationClient
@@ -104,14 +111,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def run_gateway(config: GatewayConfig, *, leader: bool = True) -> None:
+async def run_gateway(
+    config: GatewayConfig, *, leader: bool = True, shares_log: bool = False
+) -> None:
     """Run the gateway ``config`` describes until SIGINT or SIGTERM (module docstring).
 
     ``leader=False`` runs a follower worker of ``serai gateway serve --workers N``
-    (:mod:`gateway.workers`): no admin API, and tree heads are signed by the leader."""
+    (:mod:`gateway.workers`): no admin API, and tree heads are signed by the leader.
+    ``shares_log`` says other processes append to the same message log (workers): the
+    replay window is then read from the log too, as it is for a PostgreSQL log, which
+    other gateway nodes may share (:class:`~gateway.replay.SharedReplayCheck`)."""
     with termination_event() as stop:
         async with contextlib.AsyncExitStack() as stack:
-            if not await _serve(config, stop, stack, leader=leader):
+            if not await _serve(config, stop, stack, leader=leader, shares_log=shares_log):
                 log_event("gateway_stopped", gateway_id=str(config.gateway_id), started=False)
                 return
             await stop.wait()
@@ -125,6 +137,7 @@ async def _serve(
     stack: contextlib.AsyncExitStack,
     *,
     leader: bool = True,
+    shares_log: bool = False,
 ) -> bool:
     """Start every part, registering its stop on ``stack``; ``False`` when ``stop`` was
     set before the ports opened."""
@@ -140,7 +153,11 @@ async def _serve(
     stack.push_async_callback(globalconf.stop)
     registry = CollectorRegistry()
     registry.register(_grpclog.HandshakeFailureCollector())
-    readiness = Readiness(globalconf=globalconf, max_ocsp_age_s=settings.max_ocsp_age_s)
+    readiness = Readiness(
+        globalconf=globalconf,
+        max_ocsp_age_s=settings.max_ocsp_age_s,
+        log_stuck_after_s=config.message_log_stuck_after_s,
+    )
     ops = OpsServer(registry=registry, readiness=readiness.reasons, listen=config.metrics_listen)
     await ops.start()
     stack.push_async_callback(ops.stop)
@@ -188,6 +205,14 @@ async def _serve(
         keep_s=float(config.replay_window_s) + float(config.max_skew_s),
     )
     log_event("gateway_replay_window_restored", message_ids=remembered)
+    shared_replay = (
+        SharedReplayCheck(
+            gateway_log.store,
+            keep_s=float(config.replay_window_s) + float(config.max_skew_s),
+        )
+        if shares_log or config.message_log_url is not None
+        else None
+    )
     runtime = await _start_runtime(
         config=config,
         files=files,
@@ -196,7 +221,8 @@ async def _serve(
         policy=policy,
         log=log,
         replay=replay,
-        admission=gateway_log.admission,
+        shared_replay=shared_replay,
+        admission=_admission(gateway_log, config.message_log_stuck_after_s),
         settings=settings,
         ocsp_client=ocsp_client,
         stop=stop,
@@ -228,6 +254,8 @@ async def _serve(
             clock=_utc_now,
             peer_ocsp_this_update=_peer_ocsp(runtime),
             known_members=lambda: _known_members(globalconf),
+            log_write_age_s=lambda: _write_age_s(gateway_log),
+            log_stuck_after_s=config.message_log_stuck_after_s,
         ),
     )
     run_in_background(stack, watch_readiness(readiness), "readiness")
@@ -241,7 +269,7 @@ async def _serve(
             verifier=token_verifier(config),
             providers=[p.subsystem for p in config.providers],
             listen=config.admin_listen,
-            status=lambda: _status(globalconf, gateway_log),
+            status=lambda: _status(globalconf, gateway_log, config.message_log_stuck_after_s),
             executor=executor,
         )
         await admin.start()
@@ -273,6 +301,7 @@ async def _start_runtime(
     policy: FollowedPolicy,
     log: ExchangeLog,
     replay: ReplayGuard,
+    shared_replay: SharedReplayCheck | None,
     admission: Callable[[], None],
     settings: GatewaySettings,
     ocsp_client: OCSPClient,
@@ -302,6 +331,7 @@ async def _start_runtime(
             policies=policy,
             log=log,
             replay=replay,
+            shared_replay=shared_replay,
             settings=settings,
             ocsp=stapled,
             admission=admission,
@@ -376,10 +406,31 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _status(globalconf: GlobalConfigurationClient, log: GatewayLog) -> RuntimeStatus:
+def _admission(log: GatewayLog, stuck_after_s: float) -> Callable[[], None]:
+    """Refuse new exchanges while a log write is stuck (``log_unavailable``: waiting
+    would only end at the deadline), then as the log says (``timestamping_overdue``)."""
+
+    def admit() -> None:
+        log.store.refuse_if_stuck(stuck_after_s)
+        log.admission()
+
+    return admit
+
+
+def _write_age_s(log: GatewayLog) -> float:
+    work = log.store.write_in_flight()
+    return 0.0 if work is None else work.age_s()
+
+
+def _status(
+    globalconf: GlobalConfigurationClient, log: GatewayLog, stuck_after_s: float
+) -> RuntimeStatus:
     status = globalconf.status()
-    reasons = (("no valid global configuration",) if status.expired else ()) + (
-        log.not_ready_reasons()
+    stuck = log.store.stuck_reason(stuck_after_s)
+    reasons = (
+        (("no valid global configuration",) if status.expired else ())
+        + (() if stuck is None else (stuck,))
+        + log.not_ready_reasons()
     )
     return RuntimeStatus(
         globalconf_serial=status.serial or 0,

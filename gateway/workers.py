@@ -55,10 +55,11 @@ gives the gateway's totals), plus ``serai_gateway_workers``,
 supervisor's. Workers' own ports are loopback, chosen at start, and named in their
 ``gateway_worker_listening`` events.
 
-Known limits: the replay guard (:mod:`gateway.replay`) is per process, so a replayed
-request that arrives on a new connection accepted by another worker is not caught by
-the guard (the message log still records both copies with the same message id);
-followers learn of time-stamps by polling the log every ``tree_head_interval_s``.
+Replay protection: each worker's guard (:mod:`gateway.replay`) knows what that worker
+accepted, and the shared log is asked before and after each request's commit, so a
+replay accepted by another worker is refused too (``SharedReplayCheck``, guarantee 7).
+
+Known limits: followers learn of time-stamps by polling the log every ``tree_head_interval_s``.
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ def _run_worker(config_path: Path, spec: WorkerSpec) -> int:
     from gateway import _grpclog  # noqa: PLC0415
 
     _grpclog.install()  # count the TLS handshakes grpc refuses, per worker
-    asyncio.run(run_gateway(config, leader=spec.leader))
+    asyncio.run(run_gateway(config, leader=spec.leader, shares_log=spec.count > 1))
     return 0
 
 

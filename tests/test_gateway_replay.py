@@ -3,6 +3,7 @@ an injected clock, the memory bound, and a Hypothesis model of random traffic.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 from pathlib import Path
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import replay as replay_module
-from gateway.commit import RecordKind
+from gateway.commit import LogRecord, LogUnavailableError, RecordKind
 from gateway.errors import GatewayError
 from gateway.headers import RequestHeader
 from gateway.messagelog import MessageLog
@@ -21,10 +22,12 @@ from gateway.replay import (
     ReplayCapacityError,
     ReplayDetectedError,
     ReplayGuard,
+    SharedReplayCheck,
 )
 from serai.errors import ConfigError, ErrorCode, Origin
 from serai.identifiers import SubsystemId
 from tests.gatewayharness import federation
+from tests.test_messagelog_store import pg_url
 
 T0 = dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.UTC)
 TAX = SubsystemId.parse("UZ/GOV/STC/tax")
@@ -58,6 +61,7 @@ def test_public_surface() -> None:
         "ReplayCapacityError",
         "ReplayDetectedError",
         "ReplayGuard",
+        "SharedReplayCheck",
         "seed_from_log",
     }
 
@@ -346,3 +350,102 @@ async def test_a_restarted_gateway_refuses_what_its_log_says_it_accepted(
         assert await replay_module.seed_from_log(fresh, log, keep_s=0.001) == 0
     finally:
         await log.close()
+
+
+# -- guarantee 7: across processes sharing a log ------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "shared.db")
+    return pg_url(str(request.getfixturevalue("postgres_dsn")))
+
+
+async def _received(tmp_path: Path) -> list[LogRecord]:
+    """Two REQUEST_RECEIVED records (messages of PROPERTY) as a provider gateway logs them."""
+    async with federation(tmp_path / "fed") as fed:
+        for body in (b"parcel 1", b"parcel 2"):
+            assert (await fed.call(body=body)).body == body
+        return [r for r in fed.provider_log.records if r.kind is RecordKind.REQUEST_RECEIVED]
+
+
+def _id_of(record: LogRecord) -> str:
+    payload = record.header_jws.decode("ascii").split(".")[1]
+    header = RequestHeader.decode(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert header.client == PROPERTY
+    return header.message_id
+
+
+async def test_the_shared_log_refuses_what_another_process_received(
+    tmp_path: Path, shared_location: str
+) -> None:
+    first, second = await _received(tmp_path)
+    log = await MessageLog.open(shared_location, log_id="UZ/GOV/CADASTRE/gw:main")
+    try:
+        (index,) = await log.append_all([first])
+        check = SharedReplayCheck(log, keep_s=660)
+        # Before its commit: the copy another process received is found, nothing written.
+        with pytest.raises(ReplayDetectedError) as info:
+            await check.before_commit(PROPERTY, _id_of(first))
+        assert (info.value.code, info.value.origin) == (ErrorCode.REPLAY_DETECTED, Origin.CLIENT)
+        assert f"message log record {index}" in info.value.message
+        assert log.size == 1
+        # Another id, or the same id of another client, is new.
+        await check.before_commit(PROPERTY, _id_of(second))
+        await check.before_commit(TAX, _id_of(first))
+        # After its commit: the earliest copy passes, a later one is refused.
+        await check.after_commit(PROPERTY, _id_of(first), index)
+        (again,) = await log.append_all([first])
+        with pytest.raises(ReplayDetectedError):
+            await check.after_commit(PROPERTY, _id_of(first), again)
+        await check.after_commit(PROPERTY, _id_of(first), index)  # still the first
+        # Past the window (its commit time + keep_s), the log no longer refuses it.
+        later = SharedReplayCheck(log, keep_s=660, clock=lambda: dt.datetime.now(dt.UTC) + _s(661))
+        await later.before_commit(PROPERTY, _id_of(first))
+    finally:
+        await log.close()
+
+
+async def test_of_two_copies_racing_through_two_processes_exactly_one_passes(
+    tmp_path: Path, shared_location: str
+) -> None:
+    """Two logs open on one database, as two workers hold it: both copies pass the check
+    before their commits (neither is committed yet), both commit, and the check after
+    the commit refuses exactly the later one, whichever process asks first."""
+    (record, _) = await _received(tmp_path)
+    message_id = _id_of(record)
+    logs = [
+        await MessageLog.open(shared_location, log_id="UZ/GOV/CADASTRE/gw:main") for _ in range(2)
+    ]
+    try:
+        checks = [SharedReplayCheck(log, keep_s=660) for log in logs]
+        for check in checks:
+            await check.before_commit(PROPERTY, message_id)
+        indices = [(await log.append_all([record]))[0] for log in logs]
+        outcomes = await asyncio.gather(
+            *(
+                check.after_commit(PROPERTY, message_id, index)
+                for check, index in zip(reversed(checks), reversed(indices), strict=True)
+            ),
+            return_exceptions=True,
+        )
+        assert outcomes[0].__class__ is ReplayDetectedError  # the later index
+        assert outcomes[1] is None
+    finally:
+        for log in logs:
+            await log.close()
+
+
+async def test_a_log_that_cannot_be_read_refuses_rather_than_passes(tmp_path: Path) -> None:
+    log = await MessageLog.open(tmp_path / "closed.db", log_id="UZ/GOV/CADASTRE/gw:main")
+    await log.close()
+    check = SharedReplayCheck(log, keep_s=660)
+    with pytest.raises(LogUnavailableError) as info:
+        await check.before_commit(PROPERTY, "m-1")
+    assert info.value.code is ErrorCode.LOG_UNAVAILABLE
+
+
+def test_a_shared_window_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        SharedReplayCheck(None, keep_s=0)  # type: ignore[arg-type]  # refused before use
