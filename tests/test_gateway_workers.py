@@ -26,6 +26,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway._messages import ExchangeRequestMessage
 from gateway.commit import LogRecord, RecordKind
 from gateway.config import load_config
 from gateway.messagelog import MessageLog
@@ -34,6 +35,7 @@ from gateway.workers import FollowingScheduler
 from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER, Federation, bring_up
 from serai._demoprocs import SERAI, Service, must, run_serai, stop_all
 from serai.localprocs import free_port
+from tests.attackkit_messages import PeerLink
 from tests.test_messagelog_store import pg_url
 
 _HEADERS = (("x-road-client", CONSUMER), ("x-road-service", PROVIDER))
@@ -289,6 +291,86 @@ def test_two_workers_serve_one_port_and_append_to_one_log(
         ({"worker": "1"}, 1.0),
     ]
     _stop_and_check(consumer, provider, acked, tmp_path)
+
+
+def _sent_request(config: Path, message_id: str) -> ExchangeRequestMessage:
+    """The exchange message the consumer gateway sent for ``message_id``, from its log:
+    the exact signed header, chain, OCSP response and body a replay would carry."""
+
+    async def read() -> ExchangeRequestMessage:
+        gateway = load_config(config)
+        log = await MessageLog.open(gateway.message_log, log_id=gateway.gateway_id)
+        try:
+            (stored,) = await log.records(message_id=message_id, kinds=(RecordKind.REQUEST_SENT,))
+        finally:
+            await log.close()
+        record = stored.record()
+        return ExchangeRequestMessage(
+            signed_header=record.header_jws.decode("ascii"),
+            body=record.body or b"",
+            certificate_chain=tuple(record.certificate_chain),
+            ocsp_response=record.ocsp_response or b"",
+            timeout_s=30.0,
+        )
+
+    return asyncio.run(read())
+
+
+def _refusals_by_worker(metrics: str, code: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for labels, value in _all_samples(metrics).get("serai_gateway_refusals_total", []):
+        if labels.get("code") == code:
+            found[labels["worker"]] = found.get(labels["worker"], 0.0) + value
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_replay_is_refused_by_every_worker_not_only_the_one_that_served_it(
+    services: list[Service], tmp_path: Path
+) -> None:
+    """A registered consumer gateway's own signed request, sent again over fresh
+    connections (each lands on a worker the kernel picks): every copy is refused with
+    replay_detected, by both workers, although only one of them served the original
+    (gateway.replay, guarantee 7); the provider's IS saw it once."""
+    federation, consumer, provider, _ = _up(services, tmp_path)
+    provider_metrics = provider.wait_for("gateway_listening")["metrics"]
+    peer_address = provider.wait_for("gateway_listening")["peer"]
+    acked: list[str] = []
+    channel_served = asyncio.run(_call_once(federation.gateways, acked))
+    assert channel_served
+    (message_id,) = acked
+    envelope = _sent_request(tmp_path / "consumer" / "gateway.toml", message_id).encode()
+    before = _refusals_by_worker(provider_metrics, "replay_detected")
+    outcomes: list[tuple[str, str]] = []
+    for _ in range(_MAX_CONNECTIONS):
+        with PeerLink(
+            peer_address,
+            keys=tmp_path / "consumer" / "keys",
+            server_keys=tmp_path / "provider" / "keys",
+        ) as link:
+            outcome = link.send_raw(envelope)
+        outcomes.append((outcome.status, outcome.refusal[2]))
+        grown = {
+            worker: count - before.get(worker, 0.0)
+            for worker, count in _refusals_by_worker(provider_metrics, "replay_detected").items()
+        }
+        if len(grown) == 2 and min(grown.values()) > 0:
+            break
+    assert set(outcomes) == {("ALREADY_EXISTS", "replay_detected")}, outcomes
+    assert set(grown) == {"0", "1"}, (grown, len(outcomes))
+    assert min(grown.values()) > 0, (grown, len(outcomes))
+    found = _log_kinds(tmp_path / "provider" / "gateway.toml", [message_id])
+    assert found[message_id] == {RecordKind.REQUEST_RECEIVED, RecordKind.RESPONSE_SENT}
+    stop_all([consumer, provider])
+
+
+async def _call_once(address: str, acked: list[str]) -> bool:
+    channel = _fresh_channel(address)
+    try:
+        return await _call(channel, acked)
+    finally:
+        await channel.close(None)
 
 
 @pytest.mark.slow
