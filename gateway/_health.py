@@ -6,7 +6,9 @@ gateway is ready when
 1. its exchange ports are open (so its keys and certificates were loaded and a first
    OCSP response for the signing certificate was obtained);
 2. it holds a valid (verified, unexpired) global configuration;
-3. its message log can be written (the last commit did not fail) and no record has
+3. its message log can be written (the last commit did not fail), no write to it has
+   been in flight longer than ``message_log_stuck_after_s`` (a store that neither
+   answers nor fails: its process stopped, the network black-holed), and no record has
    waited longer than ``timestamping_overdue_s`` for a time-stamp;
 4. the OCSP response it staples to its signatures is younger than ``max_ocsp_age_s``
    (older, and peers refuse its messages with ``ocsp_stale``).
@@ -17,8 +19,10 @@ waiting): it runs on the event loop at every probe and scrape.
 :func:`watch_readiness` checks once a second: it sets the gRPC health status of the IS
 and peer ports (NOT_SERVING while not ready) and writes a JSON line on stderr when
 something significant changes: ``gateway_ready`` / ``gateway_not_ready`` (with the
-reasons), ``timestamping_failing`` / ``timestamping_recovered`` (the TSA outage seen
-from the tree-head scheduler), ``certificate_expiring`` (a certificate in use expires
+reasons), ``message_log_stuck`` / ``message_log_resumed`` (a log write in flight past
+``message_log_stuck_after_s``, and its end), ``timestamping_failing`` /
+``timestamping_recovered`` (the TSA outage seen from the tree-head scheduler),
+``certificate_expiring`` (a certificate in use expires
 within 30 days; repeated daily) and ``ocsp_stale``.
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
@@ -58,10 +63,13 @@ class Readiness:
         *,
         globalconf: GlobalConfigurationClient,
         max_ocsp_age_s: float,
+        log_stuck_after_s: float | None = None,
         clock: Callable[[], dt.datetime] = _utc_now,
     ) -> None:
         self.globalconf = globalconf
         self.max_ocsp_age_s = max_ocsp_age_s
+        #: How long a message-log write may be in flight (``None``: not watched).
+        self.log_stuck_after_s = log_stuck_after_s
         self.clock = clock
         self.gateway_log: GatewayLog | None = None
         self.stapled: StapledOCSP | None = None
@@ -79,11 +87,21 @@ class Readiness:
         if self.runtime is None:
             reasons.append("starting: the exchange ports are not open yet")
         if self.gateway_log is not None:
+            stuck = self.log_stuck()
+            if stuck is not None:
+                reasons.append(stuck)
             reasons.extend(self.gateway_log.not_ready_reasons())
         stale = self.ocsp_stale()
         if stale is not None:
             reasons.append(stale)
         return tuple(reasons)
+
+    def log_stuck(self) -> str | None:
+        """A reason when a message-log write has been in flight too long (the store
+        neither answers nor fails); it stays the same while the same write waits."""
+        if self.gateway_log is None or self.log_stuck_after_s is None:
+            return None
+        return self.gateway_log.store.stuck_reason(self.log_stuck_after_s)
 
     def ocsp_this_update(self) -> Mapping[str, dt.datetime]:
         """The thisUpdate of each OCSP response held, by certificate role."""
@@ -112,6 +130,7 @@ async def watch_readiness(readiness: Readiness) -> None:
     last_reasons: tuple[str, ...] | None = None
     failing = False
     stale = False
+    stuck_since: float | None = None
     expiring_reported: dict[str, dt.datetime] = {}
     while True:
         reasons = readiness.reasons()
@@ -124,6 +143,7 @@ async def watch_readiness(readiness: Readiness) -> None:
             elif last_reasons is not None:
                 log_event("gateway_ready")
             last_reasons = reasons
+        stuck_since = _report_stuck(readiness, stuck_since)
         gateway_log = readiness.gateway_log
         if gateway_log is not None:
             scheduler = gateway_log.scheduler
@@ -144,6 +164,22 @@ async def watch_readiness(readiness: Readiness) -> None:
             log_event("ocsp_stale" if stale else "ocsp_fresh", reason=stale_reason)
         _report_expiring(readiness, expiring_reported)
         await asyncio.sleep(_CHECK_S)
+
+
+def _report_stuck(readiness: Readiness, stuck_since: float | None) -> float | None:
+    """Log ``message_log_stuck`` when a log write passes the bound and
+    ``message_log_resumed`` once none does; the start (``time.monotonic()``) of the write
+    reported stuck, or ``None``."""
+    reason = readiness.log_stuck()
+    if reason is not None and stuck_since is None:
+        work = readiness.gateway_log.store.write_in_flight() if readiness.gateway_log else None
+        started = work.started if work is not None else time.monotonic()
+        log_event("message_log_stuck", reason=reason, after_s=readiness.log_stuck_after_s)
+        return started
+    if reason is None and stuck_since is not None:
+        log_event("message_log_resumed", stuck_s=round(time.monotonic() - stuck_since, 1))
+        return None
+    return stuck_since
 
 
 def _report_expiring(readiness: Readiness, reported: dict[str, dt.datetime]) -> None:

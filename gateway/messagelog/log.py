@@ -21,7 +21,11 @@ Guarantees (each has a test in ``tests/test_messagelog_store.py`` or
    :class:`~gateway.messagelog.errors.LogCorruptError`, never repaired silently.
 4. **Unavailability is reported, and passes.** While the database cannot be written
    (gone, locked, PostgreSQL down), appends fail at once with ``log_unavailable``; the
-   next batch reconnects, so the log resumes when the database is back.
+   next batch reconnects, so the log resumes when the database is back. A database
+   that stops answering without failing (its process stopped, the network black-holed)
+   is seen too: :meth:`MessageLog.stuck_reason` names a write in flight longer than a
+   bound, and :meth:`MessageLog.refuse_if_stuck` refuses with ``log_unavailable`` at
+   once meanwhile; the write itself commits when the database answers, or fails whole.
 5. **Nothing blocks the event loop.** Writes run in the writer thread, reads in worker
    threads (``asyncio.to_thread``) on a connection of their own.
 
@@ -71,7 +75,7 @@ from gateway.messagelog.store import (
     stored_record,
     to_us,
 )
-from gateway.messagelog.writer import Writer, WriterLimits
+from gateway.messagelog.writer import InFlight, Writer, WriterLimits
 from serai.errors import ErrorCode
 from serai.merkle import (
     HASH_SIZE,
@@ -185,6 +189,36 @@ class MessageLog:
         self._writer.stop()
         await asyncio.to_thread(self._writer.join)
         await asyncio.to_thread(self._close_reader)
+
+    # -- a write in flight (guarantee 4) ------------------------------------------------------
+
+    def write_in_flight(self) -> InFlight | None:
+        """The batch or job the writer is on now, ``None`` while it is idle. Never waits."""
+        return self._writer.in_flight()
+
+    def stuck_reason(self, after_s: float) -> str | None:
+        """Why the log counts as stuck: its writer has been on one write for longer than
+        ``after_s`` seconds (the database neither answered nor failed); ``None``
+        otherwise. Reads state only, never waits: callable at every probe."""
+        work = self._writer.in_flight()
+        if work is None or work.age_s() <= after_s:
+            return None
+        since = work.started_at.isoformat(timespec="seconds")
+        return (
+            f"{self._backend.description} does not answer: a write ({work.what}) has been "
+            f"in flight since {since}, longer than {after_s:g} s"
+        )
+
+    def refuse_if_stuck(self, after_s: float) -> None:
+        """Refuse with ``log_unavailable`` while :meth:`stuck_reason` gives a reason (a
+        new exchange would only wait for its deadline)."""
+        work = self._writer.in_flight()
+        if work is not None and work.age_s() > after_s:
+            raise LogUnavailableError(
+                f"the message log does not answer: a write has been in flight for "
+                f"{work.age_s():.0f} s (more than {after_s:g} s); new exchanges are refused "
+                "until it completes"
+            )
 
     # -- appending (gateway.commit.ExchangeLog) ---------------------------------------------
 

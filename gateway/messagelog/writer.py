@@ -22,6 +22,13 @@ Invariants (each has a test in ``tests/test_messagelog_store.py``):
    (:meth:`Writer.submit_records` with several) are never split across batches.
 4. **Nothing blocks the event loop.** Submitting takes a short lock and never waits for
    the database; futures are resolved with ``call_soon_threadsafe``.
+5. **A stuck write is visible.** The thread notes the batch or job it is writing and when
+   it began (:meth:`Writer.in_flight`, read from any thread without waiting), so a
+   database that stops answering without failing (its process stopped, the network
+   black-holed: no error comes, the write just waits) is seen while it waits; the gateway
+   then refuses new exchanges and reports itself not ready (``message_log_stuck_after_s``,
+   :mod:`gateway.serve`). The write itself is never abandoned: it commits once the
+   database answers (appenders still waiting get their indices) or fails whole as in 3.
 
 When a COMMIT's outcome is unknown (the connection broke during it), the batch is
 reported failed although it may have committed: the exchange fails, which is safe, and
@@ -36,6 +43,7 @@ import contextlib
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
@@ -73,6 +81,24 @@ class WriterLimits:
     max_batch_bytes: int = 8 * 1024 * 1024
     #: Most records waiting; beyond, appends fail at once with ``log_unavailable``.
     max_queued_records: int = 100_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InFlight:
+    """The write the writer thread is on: a batch of records, or a job."""
+
+    #: What it is, for an operator (``commit 3 record(s)``, ``store the tree head ...``).
+    what: str
+    #: Records in the batch (0 for a job).
+    records: int
+    #: When the thread began it, by ``time.monotonic()``.
+    started: float
+    #: The same moment by the writer's clock (timezone-aware), to show.
+    started_at: dt.datetime
+
+    def age_s(self, now: float | None = None) -> float:
+        """Seconds since it began (``now`` by ``time.monotonic()``)."""
+        return max(0.0, (time.monotonic() if now is None else now) - self.started)
 
 
 @dataclass(slots=True)
@@ -122,6 +148,8 @@ class Writer:
         self._cond = threading.Condition()
         self._stopping = False
         self._size = frontier.size
+        #: Set by the thread only, replaced whole (one reference: safe to read anywhere).
+        self._in_flight: InFlight | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"messagelog-writer {backend.description}", daemon=True
         )
@@ -134,6 +162,11 @@ class Writer:
     def start(self) -> None:
         """Start the writer thread."""
         self._thread.start()
+
+    def in_flight(self) -> InFlight | None:
+        """The batch or job the thread is writing now, ``None`` while it waits for work
+        (invariant 5). Never waits; callable from any thread."""
+        return self._in_flight
 
     def submit_records(
         self, records: Sequence[LogRecord], leaves: Sequence[bytes]
@@ -197,12 +230,28 @@ class Writer:
                     if not self._queue:
                         return
                     work = self._take()
-                if isinstance(work, _Job):
-                    self._run_job(work)
-                else:
-                    self._commit_batch(work)
+                self._in_flight = noted = self._noted(work)
+                try:
+                    if isinstance(work, _Job):
+                        self._run_job(work)
+                    else:
+                        self._commit_batch(work, noted.started_at)
+                finally:
+                    self._in_flight = None
         finally:
             self._drop_connection()
+
+    def _noted(self, work: _Job[Any] | list[_Records]) -> InFlight:
+        started = time.monotonic()
+        if isinstance(work, _Job):
+            return InFlight(what=work.what, records=0, started=started, started_at=self._clock())
+        count = sum(len(item.records) for item in work)
+        return InFlight(
+            what=f"commit {count} record(s)",
+            records=count,
+            started=started,
+            started_at=self._clock(),
+        )
 
     def _take(self) -> _Job[Any] | list[_Records]:
         """The next job alone, or as many record groups as the batch bounds allow (the
@@ -229,9 +278,9 @@ class Writer:
         self._queued_records -= count
         return batch
 
-    def _commit_batch(self, batch: list[_Records]) -> None:
+    def _commit_batch(self, batch: list[_Records], now: dt.datetime) -> None:
         try:
-            frontier, indices = self._write_batch(batch)
+            frontier, indices = self._write_batch(batch, now)
         except Exception as exc:  # noqa: BLE001  (the thread outlives it; appenders hear of it)
             error = self._unavailable(f"commit {sum(len(i.records) for i in batch)} record(s)", exc)
             _settle_batch([(item.loop, item.future, error) for item in batch])
@@ -245,10 +294,13 @@ class Writer:
             ]
         )
 
-    def _write_batch(self, batch: list[_Records]) -> tuple[Frontier, list[list[LogIndex]]]:
-        """One transaction holding every record of ``batch``; the new frontier and each
-        group's indices. Raises whatever failed, after rolling back."""
-        now_us = to_us(self._clock())
+    def _write_batch(
+        self, batch: list[_Records], now: dt.datetime
+    ) -> tuple[Frontier, list[list[LogIndex]]]:
+        """One transaction holding every record of ``batch``, dated ``now`` (the clock is
+        read once per batch); the new frontier and each group's indices. Raises whatever
+        failed, after rolling back."""
+        now_us = to_us(now)
         try:
             db = self._connection()
             db.begin(write=True)
