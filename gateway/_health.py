@@ -6,9 +6,10 @@ gateway is ready when
 1. its exchange ports are open (so its keys and certificates were loaded and a first
    OCSP response for the signing certificate was obtained);
 2. it holds a valid (verified, unexpired) global configuration;
-3. its message log can be written (the last commit did not fail), no write to it has
-   been in flight longer than ``message_log_stuck_after_s`` (a store that neither
-   answers nor fails: its process stopped, the network black-holed), and no record has
+3. its message log can be written (the last commit did not fail), no request to it (a
+   batch, a tree-head write, a read) has been in flight longer than
+   ``message_log_stuck_after_s`` (a store that neither answers nor fails: its process
+   stopped, the network black-holed), and no record has
    waited longer than ``timestamping_overdue_s`` for a time-stamp;
 4. the OCSP response it staples to its signatures is younger than ``max_ocsp_age_s``
    (older, and peers refuse its messages with ``ocsp_stale``).
@@ -19,7 +20,7 @@ waiting): it runs on the event loop at every probe and scrape.
 :func:`watch_readiness` checks once a second: it sets the gRPC health status of the IS
 and peer ports (NOT_SERVING while not ready) and writes a JSON line on stderr when
 something significant changes: ``gateway_ready`` / ``gateway_not_ready`` (with the
-reasons), ``message_log_stuck`` / ``message_log_resumed`` (a log write in flight past
+reasons), ``message_log_stuck`` / ``message_log_resumed`` (a log request in flight past
 ``message_log_stuck_after_s``, and its end), ``timestamping_failing`` /
 ``timestamping_recovered`` (the TSA outage seen from the tree-head scheduler),
 ``certificate_expiring`` (a certificate in use expires
@@ -97,8 +98,8 @@ class Readiness:
         return tuple(reasons)
 
     def log_stuck(self) -> str | None:
-        """A reason when a message-log write has been in flight too long (the store
-        neither answers nor fails); it stays the same while the same write waits."""
+        """A reason when a message-log request has been in flight too long (the store
+        neither answers nor fails); it stays the same while the same request waits."""
         if self.gateway_log is None or self.log_stuck_after_s is None:
             return None
         return self.gateway_log.store.stuck_reason(self.log_stuck_after_s)
@@ -167,12 +168,12 @@ async def watch_readiness(readiness: Readiness) -> None:
 
 
 def _report_stuck(readiness: Readiness, stuck_since: float | None) -> float | None:
-    """Log ``message_log_stuck`` when a log write passes the bound and
-    ``message_log_resumed`` once none does; the start (``time.monotonic()``) of the write
-    reported stuck, or ``None``."""
+    """Log ``message_log_stuck`` when a log request passes the bound and
+    ``message_log_resumed`` once none does; the start (``time.monotonic()``) of the
+    request reported stuck, or ``None``."""
     reason = readiness.log_stuck()
     if reason is not None and stuck_since is None:
-        work = readiness.gateway_log.store.write_in_flight() if readiness.gateway_log else None
+        work = readiness.gateway_log.store.oldest_in_flight() if readiness.gateway_log else None
         started = work.started if work is not None else time.monotonic()
         log_event("message_log_stuck", reason=reason, after_s=readiness.log_stuck_after_s)
         return started

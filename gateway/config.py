@@ -25,7 +25,7 @@ directory holding the file)::
     message_log = "messagelog.db"         # the message log, a SQLite file; or instead:
     # message_log_url = "postgresql://user@host/db"
     message_log_synchronous = "full"      # SQLite durability: "full", "extra" or "normal"
-    message_log_stuck_after_s = 10        # a log write in flight longer: not ready, refuse
+    message_log_stuck_after_s = 10        # a log request waiting longer: not ready, refuse
     log_signing_key = "keys/logsign.key"  # signs the log's tree heads
     log_signing_certificate = "keys/logsign.pem"
     tree_head_interval_s = 1              # a signed, timestamped tree head this often,
@@ -123,7 +123,7 @@ DEFAULT_TREE_HEAD_INTERVAL_S: Final = 1.0
 DEFAULT_TREE_HEAD_MAX_RECORDS: Final = 10_000
 #: Seconds without a timestamp after which exchanges are refused (X-Road's default, 4 h).
 DEFAULT_TIMESTAMPING_OVERDUE_S: Final = 4 * 3600
-#: Seconds a message-log write may stay in flight before the store counts as stuck (not
+#: Seconds a message-log request may stay in flight before the store counts as stuck (not
 #: ready, new exchanges refused with ``log_unavailable``): well above a healthy commit
 #: (milliseconds), and above the waits that end by themselves with a failure (the
 #: PostgreSQL connect timeout and the SQLite busy timeout, 5 s each), so only a store
@@ -267,7 +267,7 @@ class GatewayConfig:
     metrics_listen: tuple[str, int] = ("127.0.0.1", 9500)
     #: Whether each exchange writes a JSON line on stderr.
     exchange_log_lines: bool = True
-    #: Seconds a message-log write may stay in flight before the store counts as stuck.
+    #: Seconds a message-log request may stay in flight before the store counts as stuck.
     message_log_stuck_after_s: float = DEFAULT_MESSAGE_LOG_STUCK_AFTER_S
 
     @property

@@ -308,7 +308,7 @@ class GatewayState:
         clock: Callable[[], dt.datetime],
         peer_ocsp_this_update: Callable[[], Mapping[str, dt.datetime]] = dict,
         known_members: Callable[[], Collection[str]] = frozenset,
-        log_write_age_s: Callable[[], float] = lambda: 0.0,
+        log_in_flight_age_s: Callable[[], float] = lambda: 0.0,
         log_stuck_after_s: float | None = None,
     ) -> None:
         self.globalconf_status = globalconf_status
@@ -322,8 +322,8 @@ class GatewayState:
         self.clock = clock
         self.peer_ocsp_this_update = peer_ocsp_this_update
         self.known_members = known_members
-        #: Seconds the message-log write in flight has lasted (0: the writer is idle).
-        self.log_write_age_s = log_write_age_s
+        #: Seconds the oldest message-log request in flight has waited (0: none).
+        self.log_in_flight_age_s = log_in_flight_age_s
         #: ``message_log_stuck_after_s`` (``None``: not watched, no sample).
         self.log_stuck_after_s = log_stuck_after_s
 
@@ -420,13 +420,13 @@ def add_state_gauges(gauges: StateGauges, state: GatewayState) -> None:
         ("serai_gateway_log_untimestamped_age_seconds",
          "Seconds the oldest record without a time-stamp has waited (0: none waits).",
          untimestamped_age),
-        ("serai_gateway_log_write_age_seconds",
-         "Seconds the message-log write in flight (a batch of records, or a tree-head "
-         "write) has lasted; 0 while the writer is idle. Past "
+        ("serai_gateway_log_in_flight_age_seconds",
+         "Seconds the oldest message-log database request in flight (a batch of records, "
+         "a tree-head write or a read) has waited; 0 when none is. Past "
          "serai_gateway_log_stuck_after_seconds the store counts as stuck.",
-         state.log_write_age_s),
+         state.log_in_flight_age_s),
         ("serai_gateway_log_stuck_after_seconds",
-         "The time a message-log write may stay in flight before the gateway reports "
+         "The time a message-log request may stay in flight before the gateway reports "
          "itself not ready and refuses exchanges with log_unavailable.",
          lambda: state.log_stuck_after_s),
         ("serai_gateway_log_timestamping_overdue_after_seconds",

@@ -25,11 +25,12 @@ significant events (ready / not ready, message log stuck / resumed, time-stampin
 failing / recovered, certificates about to expire).
 
 A message-log store that stops answering without failing (its process stopped, the
-network black-holed) leaves a write in flight: past ``message_log_stuck_after_s`` the
-gateway is not ready (``/readyz`` names the log), every new exchange is refused at once
-with ``log_unavailable`` (counted as a refusal) instead of waiting for its deadline, and
-``serai_gateway_log_write_age_seconds`` shows how long the write has waited. When the
-write ends (committed, or failed whole) all of it clears by itself.
+network black-holed) leaves a request (a batch, a tree-head write, a read) in flight:
+past ``message_log_stuck_after_s`` the gateway is not ready (``/readyz`` names the log),
+every new exchange is refused at once with ``log_unavailable`` (counted as a refusal)
+instead of waiting for its deadline, and ``serai_gateway_log_in_flight_age_seconds``
+shows how long the request has waited. When it ends (a batch committed, or failed
+whole) all of it clears by itself.
 
 Then ``gateway_listening`` is logged with the four addresses, and SIGINT or SIGTERM
 stops everything gracefully (``gateway_stopped``). Every event is a JSON line on
@@ -254,7 +255,7 @@ async def _serve(
             clock=_utc_now,
             peer_ocsp_this_update=_peer_ocsp(runtime),
             known_members=lambda: _known_members(globalconf),
-            log_write_age_s=lambda: _write_age_s(gateway_log),
+            log_in_flight_age_s=lambda: _in_flight_age_s(gateway_log),
             log_stuck_after_s=config.message_log_stuck_after_s,
         ),
     )
@@ -417,8 +418,8 @@ def _admission(log: GatewayLog, stuck_after_s: float) -> Callable[[], None]:
     return admit
 
 
-def _write_age_s(log: GatewayLog) -> float:
-    work = log.store.write_in_flight()
+def _in_flight_age_s(log: GatewayLog) -> float:
+    work = log.store.oldest_in_flight()
     return 0.0 if work is None else work.age_s()
 
 

@@ -1,11 +1,12 @@
 """gateway.messagelog.writer: a write that neither answers nor fails (invariant 5).
 
-The store is the real SQLite one, wrapped so that COMMIT waits on a
+The store is the real SQLite one, wrapped so that COMMIT (or a query) waits on a
 :class:`threading.Event` the test sets, as a PostgreSQL server whose processes are
-stopped would make it wait: the writer notes the batch in flight and since when, the log
-names it as stuck past a bound and refuses with ``log_unavailable`` meanwhile, and the
-batch then commits whole (its appenders get their indices, a cancelled appender's record
-is kept) or fails whole (nothing of it stored, the next batch at the same index).
+stopped would make it wait: the writer notes the batch in flight and since when (the log
+its reads too), the log names it as stuck past a bound and refuses with
+``log_unavailable`` meanwhile, and the batch then commits whole (its appenders get their
+indices, a cancelled appender's record is kept) or fails whole (nothing of it stored,
+the next batch at the same index).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Gate:
     def __init__(self) -> None:
         self.closed = False
         self.fail = False
+        self.hold_reads = False  # hold queries too, not only COMMIT
         self.waiting = threading.Event()
         self._open = threading.Event()
 
@@ -88,6 +90,8 @@ class GatedConnection:
         self.raw.insert_rows(table, columns, rows)
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        if self.gate.hold_reads:
+            self.gate.pass_through()
         return self.raw.rows(sql, params)
 
     def close(self) -> None:
@@ -267,4 +271,29 @@ async def test_a_held_job_is_noted_too(log: MessageLog, gate: Gate) -> None:
     gate.open()
     assert await export == 1
     await idle(log)
+    assert log.stuck_reason(0.0) is None
+
+
+async def test_a_held_read_is_noted_too(log: MessageLog, gate: Gate) -> None:
+    """A read waits as long as a write on a store that does not answer (and the provider
+    reads the log before it commits a request, gateway.replay): it is seen the same way."""
+    assert await log.append(admin("r")) == 0
+    await idle(log)
+    gate.close()
+    gate.hold_reads = True
+    reading = asyncio.create_task(log.tree_state())
+    await held(gate)
+    assert log.write_in_flight() is None
+    work = log.oldest_in_flight()
+    assert work is not None
+    assert (work.what, work.started_at) == ("read the tree state", T0)
+    reason = log.stuck_reason(0.0)
+    assert reason is not None
+    assert "a request to read the tree state has waited since" in reason
+    with pytest.raises(LogUnavailableError):
+        log.refuse_if_stuck(0.0)
+    gate.open()
+    size, _root = await reading
+    assert size == 1
+    assert log.oldest_in_flight() is None  # cleared before the read returned
     assert log.stuck_reason(0.0) is None

@@ -23,9 +23,11 @@ Guarantees (each has a test in ``tests/test_messagelog_store.py`` or
    (gone, locked, PostgreSQL down), appends fail at once with ``log_unavailable``; the
    next batch reconnects, so the log resumes when the database is back. A database
    that stops answering without failing (its process stopped, the network black-holed)
-   is seen too: :meth:`MessageLog.stuck_reason` names a write in flight longer than a
-   bound, and :meth:`MessageLog.refuse_if_stuck` refuses with ``log_unavailable`` at
-   once meanwhile; the write itself commits when the database answers, or fails whole.
+   is seen too: the writer notes the write it is on and the reader the read it is on
+   (:meth:`MessageLog.oldest_in_flight`), :meth:`MessageLog.stuck_reason` names one in
+   flight longer than a bound, and :meth:`MessageLog.refuse_if_stuck` refuses with
+   ``log_unavailable`` at once meanwhile; the write itself commits when the database
+   answers, or fails whole.
 5. **Nothing blocks the event loop.** Writes run in the writer thread, reads in worker
    threads (``asyncio.to_thread``) on a connection of their own.
 
@@ -41,7 +43,8 @@ import contextlib
 import datetime as dt
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
@@ -137,6 +140,8 @@ class MessageLog:
         self._options = options
         self._reader: Connection | None = None
         self._read_lock = threading.Lock()
+        #: The read on the reader connection now (set and cleared under ``_read_lock``).
+        self._reading: InFlight | None = None
         self._closed = False
 
     @classmethod
@@ -196,28 +201,36 @@ class MessageLog:
         """The batch or job the writer is on now, ``None`` while it is idle. Never waits."""
         return self._writer.in_flight()
 
+    def oldest_in_flight(self) -> InFlight | None:
+        """The older of the write the writer is on and the read the reader connection is
+        on (reads wait for one another, so that one is the oldest read); ``None`` when
+        neither is. Never waits."""
+        pending = [w for w in (self._writer.in_flight(), self._reading) if w is not None]
+        return min(pending, key=lambda work: work.started, default=None)
+
     def stuck_reason(self, after_s: float) -> str | None:
-        """Why the log counts as stuck: its writer has been on one write for longer than
-        ``after_s`` seconds (the database neither answered nor failed); ``None``
-        otherwise. Reads state only, never waits: callable at every probe."""
-        work = self._writer.in_flight()
+        """Why the log counts as stuck: one request to the database (a batch, a job or
+        a read) has been in flight for longer than ``after_s`` seconds, neither answered
+        nor failed; ``None`` otherwise. Reads state only, never waits: callable at every
+        probe. The text stays the same while the same request waits."""
+        work = self.oldest_in_flight()
         if work is None or work.age_s() <= after_s:
             return None
         since = work.started_at.isoformat(timespec="seconds")
         return (
-            f"{self._backend.description} does not answer: a write ({work.what}) has been "
-            f"in flight since {since}, longer than {after_s:g} s"
+            f"{self._backend.description} does not answer: a request to {work.what} has "
+            f"waited since {since}, more than {after_s:g} s"
         )
 
     def refuse_if_stuck(self, after_s: float) -> None:
         """Refuse with ``log_unavailable`` while :meth:`stuck_reason` gives a reason (a
         new exchange would only wait for its deadline)."""
-        work = self._writer.in_flight()
+        work = self.oldest_in_flight()
         if work is not None and work.age_s() > after_s:
             raise LogUnavailableError(
-                f"the message log does not answer: a write has been in flight for "
+                f"the message log does not answer: a request to it has waited "
                 f"{work.age_s():.0f} s (more than {after_s:g} s); new exchanges are refused "
-                "until it completes"
+                "until it is answered"
             )
 
     # -- appending (gateway.commit.ExchangeLog) ---------------------------------------------
@@ -525,7 +538,7 @@ class MessageLog:
 
     def _read_blocking(self, what: str, apply: Callable[[Connection], _T]) -> _T:
         """One read transaction on the reader connection (reconnecting if it was lost)."""
-        with self._read_lock:
+        with self._read_lock, self._noting_read(what):
             try:
                 if self._reader is None:
                     self._reader = self._backend.connect()
@@ -545,6 +558,16 @@ class MessageLog:
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             return result
+
+    @contextlib.contextmanager
+    def _noting_read(self, what: str) -> Iterator[None]:
+        self._reading = InFlight(
+            what=what, records=0, started=time.monotonic(), started_at=self._options.clock()
+        )
+        try:
+            yield
+        finally:
+            self._reading = None
 
     def _close_reader(self) -> None:
         with self._read_lock:
