@@ -35,7 +35,11 @@ gateway's IS port, with the body as raw bytes (it never parses bodies). In order
    second case the retry or the next gateway may see the same message id again (the
    same gateway refuses it as a replay, another gateway serves it), and the logs show
    it.
-7. The signed response is verified (signature, chain, OCSP, provider member, body,
+7. The answer is at most ``max_message_bytes`` plus the envelope allowance, checked
+   before it is decoded, and its body at most ``max_message_bytes``
+   (``message_too_large``, origin ``provider``: the peer channels set no gRPC receive
+   limit, whose refusal would carry no code). The signed response is verified
+   (signature, chain, OCSP, provider member, body,
    skew, binding to our request hash and message id); the ``RESPONSE_RECEIVED`` record
    with the peer's receipt is committed; then body and status go back to the IS: a
    provider's own status unchanged, with ``x-road-id`` and ``x-road-request-hash``.
@@ -74,7 +78,7 @@ from gateway.commit import LogIndex, LogRecord, PeerReceipt, RecordKind
 from gateway.errors import GatewayError
 from gateway.headers import request_header_for
 from gateway.meta import check_provider_meta_request
-from gateway.peers import PeerPool, PeerUnreachableError
+from gateway.peers import ENVELOPE_BYTES, PeerPool, PeerUnreachableError
 from gateway.signing import SignedHeader, verify_response
 from gateway.wire import (
     MESSAGE_ID_KEY,
@@ -218,6 +222,17 @@ class ConsumerSide:
         context.set_trailing_metadata(tuple(exchange))
         return response.body
 
+    def _decode_response(self, gateway: Gateway, raw: bytes) -> ExchangeResponseMessage:
+        """The peer's answer, refused (``message_too_large``) beyond the sizes a provider
+        gateway may send: checked before decoding, as the peer port checks a request."""
+        limit = self._settings.max_message_bytes
+        if len(raw) > limit + ENVELOPE_BYTES:
+            raise _too_large(gateway, "an exchange message", len(raw), limit + ENVELOPE_BYTES)
+        response = ExchangeResponseMessage.decode(raw)
+        if len(response.body) > limit:
+            raise _too_large(gateway, "a body", len(response.body), limit)
+        return response
+
     async def _send(
         self,
         gateways: Sequence[Gateway],
@@ -274,10 +289,18 @@ class ConsumerSide:
                     code=ErrorCode.PROVIDER_UNAVAILABLE,
                     origin=Origin.GATEWAY,
                 ) from exc
-            return gateway, ExchangeResponseMessage.decode(raw)
+            return gateway, self._decode_response(gateway, raw)
         if failure is None:
             raise _deadline_error()
         raise failure
+
+
+def _too_large(gateway: Gateway, what: str, size: int, limit: int) -> GatewayError:
+    return GatewayError(
+        f"gateway {gateway.id} answered with {what} of {size} bytes, at most {limit} allowed",
+        code=ErrorCode.MESSAGE_TOO_LARGE,
+        origin=Origin.PROVIDER,
+    )
 
 
 def _request_record(message_id: str, signed: SignedHeader, body: bytes) -> LogRecord:

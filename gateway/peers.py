@@ -68,7 +68,10 @@ class PeerPool:
         self._probe_timeout_s = probe_timeout_s
         self._options: Sequence[tuple[str, int | str]] = (
             *_KEEPALIVE,
-            ("grpc.max_receive_message_length", max_message_bytes + ENVELOPE_BYTES),
+            # No receive limit: the consumer refuses an oversize response itself, with
+            # message_too_large (gateway.consumer), where grpc's limit would give a bare
+            # RESOURCE_EXHAUSTED; and grpc buffers a whole message before any limit.
+            ("grpc.max_receive_message_length", -1),
             ("grpc.max_send_message_length", max_message_bytes + ENVELOPE_BYTES),
         )
         self._channels: dict[_Key, grpc.aio.Channel] = {}
@@ -178,7 +181,10 @@ class ChannelPool:
         self._options: Sequence[tuple[str, int]] = (
             *_KEEPALIVE,
             ("grpc.max_reconnect_backoff_ms", _IS_MAX_RECONNECT_BACKOFF_MS),
-            ("grpc.max_receive_message_length", max_message_bytes),
+            # No receive limit: the provider refuses an IS's oversize answer itself, with
+            # message_too_large (gateway.provider), where grpc's limit would look like the
+            # IS's own RESOURCE_EXHAUSTED and be signed as its answer.
+            ("grpc.max_receive_message_length", -1),
             ("grpc.max_send_message_length", max_message_bytes),
         )
         self._channels: dict[str, grpc.aio.Channel] = {}

@@ -36,8 +36,10 @@ the provider IS is never called with a metaservice method path.
 
 Then the provider IS is called over one long-lived channel per IS address, with the
 original method path, the raw body, the ``x-road-*`` metadata and the remaining
-deadline (the smaller of the request's ``timeout`` and this call's deadline). Its
-answer, success or its own gRPC status, is signed with the provider member's key,
+deadline (the smaller of the request's ``timeout`` and this call's deadline). An
+answer larger than ``max_message_bytes`` is refused (``message_too_large``, origin
+``provider``; the IS channels set no gRPC receive limit, whose refusal would pass for
+the IS's own status). Its answer, success or its own gRPC status, is signed with the provider member's key,
 committed as ``RESPONSE_SENT`` and returned with the receipt. An IS that cannot be
 reached is ``provider_unavailable``; an exchange whose deadline passes while the IS
 works is ``deadline_exceeded`` (the request record stays, no response is signed).
@@ -286,6 +288,14 @@ class ProviderSide:
             answer = await call(body, timeout=timeout_s, metadata=tuple(metadata))
         except grpc.aio.AioRpcError as exc:
             return _failure(exc, address)
+        limit = self._settings.max_message_bytes
+        if len(answer) > limit:
+            raise GatewayError(
+                f"the provider IS at {address} answered {len(answer)} bytes, "
+                f"at most {limit} allowed",
+                code=ErrorCode.MESSAGE_TOO_LARGE,
+                origin=Origin.PROVIDER,
+            )
         return bytes(answer), 0, "", b""
 
 

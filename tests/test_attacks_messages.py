@@ -621,6 +621,34 @@ def test_a_response_to_another_message_id_is_refused(
     assert "response answers message" in outcome.error
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(b"x" * _FAR_OVERSIZE, id="far-beyond-the-envelope-allowance"),
+        pytest.param(
+            ExchangeResponseMessage(
+                signed_header="e30.e30.AA",
+                body=b"x" * (MAX_MESSAGE_BYTES + 1),
+                certificate_chain=(),
+                ocsp_response=b"",
+                receipt=None,
+            ).encode(),
+            id="a-body-one-byte-over",
+        ),
+    ],
+)
+def test_an_oversize_response_is_refused(
+    fed: AttackFederation, rogue: RogueProvider, answer: bytes
+) -> None:
+    """The consumer gateway refuses an answer larger than a provider gateway may send
+    (gateway.consumer, before decoding it) with its code, not grpc's bare limit."""
+    rogue.honest()
+    rogue.raw_answer = answer
+    with refused(fed, by="consumer", code="message_too_large", origin="provider", logged=(1, 0)):
+        outcome = _call_tax(fed, b"tax 5")
+    assert outcome.refusal == ("RESOURCE_EXHAUSTED", "provider", "message_too_large")
+
+
 def test_a_response_envelope_that_does_not_decode_is_refused(
     fed: AttackFederation, rogue: RogueProvider
 ) -> None:

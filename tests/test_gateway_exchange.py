@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2
 
 from certs.keys import generate_private_key
 from certs.profiles import Profile
+from gateway._settings import DEFAULT_MAX_MESSAGE_BYTES
 from gateway.commit import RecordKind
 from gateway.headers import request_header_for
 from gateway.runtime import StapledOCSP
@@ -398,3 +399,40 @@ async def test_provider_without_a_fresh_ocsp_response_refuses_before_the_provide
     assert fed.echo.calls == []
     assert fed.provider_log.records == ()
     assert (await fed.call()).code == grpc.StatusCode.OK
+
+
+class _OversizeIS(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # not subscriptable
+    """A provider IS answering every call with one byte more than a gateway may carry."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
+        async def answer(body: bytes, context: object) -> bytes:
+            self.calls += 1
+            return b"x" * (DEFAULT_MAX_MESSAGE_BYTES + 1)
+
+        return grpc.unary_unary_rpc_method_handler(answer)
+
+
+async def test_an_is_answer_over_the_size_limit_is_refused_not_signed(tmp_path: Path) -> None:
+    """The provider gateway refuses to carry it (message_too_large, origin provider),
+    where grpc's receive limit looked like the IS's own RESOURCE_EXHAUSTED and was signed
+    and logged as its answer. The request record stays; no response is logged."""
+    oversize = _OversizeIS()
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((oversize,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with federation(tmp_path, provider_address=f"127.0.0.1:{port}") as fed:
+            result = await fed.call(GET_PARCEL, b"parcel 42")
+            assert result.code == grpc.StatusCode.RESOURCE_EXHAUSTED, result.details
+            assert result.error == "provider:message_too_large"
+            assert "answered 4194305 bytes, at most 4194304 allowed" in result.details
+            assert oversize.calls == 1
+            kinds = [record.kind for record in fed.provider_log.records]
+            assert kinds == [RecordKind.REQUEST_RECEIVED]
+            assert [r.kind for r in fed.consumer_log.records] == [RecordKind.REQUEST_SENT]
+    finally:
+        await server.stop(None)
