@@ -10,6 +10,14 @@ first); ``alg`` is the one the leaf's key makes (``ES256`` for P-256, ``EdDSA`` 
 Ed25519, ``RS256`` for RSA of at least 2048 bits); and the signature verifies with that
 key over the exact signing input. Certificate validity, revocation and membership are
 the caller's checks (:mod:`gateway.messagelog.verify`).
+
+With ``cache`` (a :class:`~gateway.messagelog._verifycache.ProtectedHeaders`), a
+protected header accepted before with the same ``typ`` and the same chain, byte for
+byte, is not decoded and checked again: every rule up to ``alg`` is a function of those
+three alone, so its public key is taken from the cache. The payload, the signature and
+its verification over the exact signing input are checked on every call, and the leaf
+returned is parsed afresh. Only a header that passed every one of those rules is
+remembered; the verdicts are the same with or without the cache.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from certs.keys import parse_der_certificate
+from gateway.messagelog._verifycache import ProtectedHeaders
 from serai import jws as jose
 
 __all__ = ["HeaderJwsError", "verify_header_jws"]
@@ -47,7 +56,11 @@ def _refuse(message: str) -> NoReturn:
 
 
 def verify_header_jws(
-    jws: bytes, *, typ: str, chain: Sequence[bytes]
+    jws: bytes,
+    *,
+    typ: str,
+    chain: Sequence[bytes],
+    cache: ProtectedHeaders | None = None,
 ) -> tuple[bytes, x509.Certificate]:
     """The verified payload and the leaf certificate of a logged header JWS (module
     docstring); raises :class:`HeaderJwsError` saying which rule failed."""
@@ -57,6 +70,27 @@ def verify_header_jws(
     if len(parts) != 3:
         _refuse(f"the signed header is not a compact JWS ({len(parts)} parts, not 3)")
     protected, payload_part, signature_part = parts
+    key = None if cache is None else cache.key_for(protected, typ, chain)
+    if key is None:
+        leaf, key = _check_protected(protected, typ=typ, chain=chain)
+    else:
+        leaf = _parse_leaf(chain[0])  # it parsed when the header was remembered
+    payload = _b64url_decode(payload_part, "payload")
+    signature = _b64url_decode(signature_part, "signature")
+    if not jose.signature_verifies(
+        key, signature, f"{protected}.{payload_part}".encode("ascii"), allow_rsa=True
+    ):
+        _refuse("the JWS signature does not verify with the signing certificate's key")
+    if cache is not None:
+        cache.remember(protected, typ, chain, key)
+    return payload, leaf
+
+
+def _check_protected(
+    protected: str, *, typ: str, chain: Sequence[bytes]
+) -> tuple[x509.Certificate, object]:
+    """The rules about the protected header, ``x5c`` and the leaf's key: the leaf and
+    its public key."""
     try:
         header = json.loads(_b64url_decode(protected, "protected header"))
     except (ValueError, RecursionError) as exc:
@@ -71,10 +105,7 @@ def verify_header_jws(
     for position, (text, der) in enumerate(zip(x5c, chain, strict=True)):
         if not isinstance(text, str) or jose.b64_decode(text) != der:
             _refuse(f"JWS x5c[{position}] differs from the record's chain[{position}]")
-    try:
-        leaf = parse_der_certificate(chain[0])
-    except ValueError as exc:
-        _refuse(f"the signing certificate does not parse: {exc}")
+    leaf = _parse_leaf(chain[0])
     try:
         key = leaf.public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -85,13 +116,14 @@ def verify_header_jws(
             f"JWS alg {str(header['alg'])[:20]!a} is not the one the signing key makes "
             f"({expected or 'none'})",
         )
-    payload = _b64url_decode(payload_part, "payload")
-    signature = _b64url_decode(signature_part, "signature")
-    if not jose.signature_verifies(
-        key, signature, f"{protected}.{payload_part}".encode("ascii"), allow_rsa=True
-    ):
-        _refuse("the JWS signature does not verify with the signing certificate's key")
-    return payload, leaf
+    return leaf, key
+
+
+def _parse_leaf(der: bytes) -> x509.Certificate:
+    try:
+        return parse_der_certificate(der)
+    except ValueError as exc:
+        _refuse(f"the signing certificate does not parse: {exc}")
 
 
 def _b64url_decode(part: str, what: str) -> bytes:

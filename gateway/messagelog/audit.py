@@ -222,7 +222,8 @@ async def verify_log(
                     stored.index, stored.leaf_hash, proof=proof, tree_size=tree_size, root=root
                 )
                 continue
-            if leaf_hash(stored.leaf) != stored.leaf_hash:
+            hashed = leaf_hash(stored.leaf)  # once: for stored_hash and for inclusion
+            if hashed != stored.leaf_hash:
                 verifier.fail(
                     f"record {stored.index}",
                     "stored_hash",
@@ -235,6 +236,7 @@ async def verify_log(
                 tree_size=tree_size,
                 root=root,
                 covered_at=covered_at,
+                hashed=hashed,
             )
             if record is not None:
                 _check_columns(verifier, stored, record)

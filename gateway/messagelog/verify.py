@@ -56,6 +56,24 @@ What each check establishes (``check`` names, as reported):
     The header was not created later than the time-stamp that covers the record (beyond
     ``max_skew_s``): a record cannot be signed after the log committed to it.
 
+Remembered work. A verifier checks thousands of records signed with one certificate
+chain and one OCSP response under one trust store; :mod:`gateway.messagelog._verifycache`
+lets it do the work whose answer those bytes fix once, and the verdicts, every failure
+and its message are the same as without it (``remember=False`` turns it off):
+
+* a ``header_certificate`` check accepted before for the same chain, OCSP response and
+  trust store, byte for byte, and the same maximum OCSP age, is accepted again only at
+  an ``at`` that compares the same way with every validity bound, ``thisUpdate``
+  (less the clock skew, plus the maximum age) and ``nextUpdate`` the check reads; any
+  other time, and every refusal, is checked in full;
+* the protected header of a ``header_signature`` check, its ``typ``, ``x5c`` and
+  ``alg`` are checked once per exact (protected header, ``typ``, chain); the signature
+  over each record's own signing input is verified for every record;
+* the member a leaf names, and the configurations in force in each interval between
+  their ``generated_at`` and ``expires_at`` instants, are read once.
+
+Failures are never remembered; see that module for the invariants.
+
 Not checked: revocation of log-signing and TSA certificates (no OCSP response is kept
 for them), the freshness of a configuration beyond its own validity, and whether an
 ``ADMIN_CHANGE`` record's description is one the gateway would have written (it carries
@@ -90,6 +108,12 @@ from gateway.commit import LogRecord, RecordKind, decode_canonical
 from gateway.errors import GatewayError
 from gateway.headers import RequestHeader, ResponseHeader
 from gateway.messagelog._headerjws import HeaderJwsError, verify_header_jws
+from gateway.messagelog._verifycache import (
+    CertificateVerdicts,
+    InForce,
+    Members,
+    ProtectedHeaders,
+)
 from gateway.messagelog.timeline import ArchivedConfiguration, ConfigurationTimeline
 from serai.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
 from serai.treehead import (
@@ -238,6 +262,7 @@ class EvidenceVerifier:
         timeline: ConfigurationTimeline,
         max_ocsp_age_s: float = DEFAULT_MAX_AGE_S,
         max_skew_s: float = DEFAULT_MAX_SKEW_S,
+        remember: bool = True,
     ) -> None:
         self._log_id = log_id
         self._timeline = timeline
@@ -248,6 +273,12 @@ class EvidenceVerifier:
             tuple[int, tuple[list[x509.Certificate], list[x509.Certificate], frozenset[bytes]]]
             | None
         ) = None
+        # What is remembered between records (module docstring, "Remembered work");
+        # ``remember=False`` checks everything afresh (the tests compare the two).
+        self._verdicts = CertificateVerdicts() if remember else None
+        self._protected = ProtectedHeaders() if remember else None
+        self._members = Members() if remember else None
+        self._in_force_at = InForce(timeline).at if remember else timeline.in_force
         self.report = VerificationReport(log_id=log_id, configurations=len(timeline))
 
     @property
@@ -390,16 +421,22 @@ class EvidenceVerifier:
         tree_size: int,
         root: bytes,
         covered_at: dt.datetime | None,
+        hashed: bytes | None = None,
     ) -> LogRecord | None:
         """Check record ``index`` (its canonical bytes ``leaf``) and its inclusion in the
         tree of ``tree_size`` with ``root`` (``proof=None``: no usable proof, already
-        reported); ``covered_at`` is the genTime of the head that covers it, if any.
+        reported); ``covered_at`` is the genTime of the head that covers it, if any;
+        ``hashed``, when the caller computed it, is ``leaf_hash(leaf)``.
         Returns the decoded record (or ``None``)."""
         self.report.records += 1
         subject = f"record {index}"
         if proof is not None:
             self.check_inclusion(
-                index, leaf_hash(leaf), proof=proof, tree_size=tree_size, root=root
+                index,
+                leaf_hash(leaf) if hashed is None else hashed,
+                proof=proof,
+                tree_size=tree_size,
+                root=root,
             )
         record = self._run(subject, lambda: _decode(leaf))
         if record is None:
@@ -437,6 +474,7 @@ class EvidenceVerifier:
                 record.header_jws,
                 typ=_REQUEST_TYP if is_request else _RESPONSE_TYP,
                 chain=record.certificate_chain,
+                cache=self._protected,
             )
         except HeaderJwsError as exc:
             _fail("header_signature", exc.message)
@@ -466,7 +504,11 @@ class EvidenceVerifier:
                 "of the tree head that covers it",
             )
         self._check_certificate(leaf, record, at)
-        signer = _member(leaf)
+        signer = (
+            _member(leaf)
+            if self._members is None
+            else self._members.member(record.certificate_chain[0], lambda: _member(leaf))
+        )
         if isinstance(header, RequestHeader):
             self._requests[hashlib.sha256(payload).digest()] = _Request(
                 message_id=header.message_id,
@@ -499,15 +541,27 @@ class EvidenceVerifier:
     def _check_certificate(
         self, leaf: x509.Certificate, record: LogRecord, at: dt.datetime
     ) -> None:
-        intermediates = [_load_cert(der) for der in record.certificate_chain[1:]]
-        responses = [record.ocsp_response] if record.ocsp_response else []
+        chain = record.certificate_chain
+        ocsp_response = record.ocsp_response or None
+        # A check accepted before for these exact bytes, in this cell of time, under a
+        # configuration in force now is accepted again (_verifycache rules 1 to 3);
+        # anything else is checked in full below, exactly as without the cache.
+        verdicts = self._verdicts
+        if verdicts is not None and at.utcoffset() is not None:
+            for entry in self._in_force_at(at):
+                trust = entry.snapshot.trust_store
+                if verdicts.accepted(chain, ocsp_response, trust, self._max_ocsp_age_s, at):
+                    return
+        intermediates = [_load_cert(der) for der in chain[1:]]
+        responses = [ocsp_response] if ocsp_response else []
         first: PKIError | None = None
         for entry in self._in_force(at, "header_certificate"):
+            trust = entry.snapshot.trust_store
             try:
                 validate_path(
                     leaf,
                     intermediates=intermediates,
-                    trust=entry.snapshot.trust_store,
+                    trust=trust,
                     at=at,
                     purpose=Profile.SIGN,
                     revocation=OCSPResponsesChecker(
@@ -517,6 +571,16 @@ class EvidenceVerifier:
             except PKIError as exc:
                 first = first or exc
                 continue
+            if verdicts is not None:
+                verdicts.remember(
+                    chain,
+                    ocsp_response,
+                    trust,
+                    self._max_ocsp_age_s,
+                    at,
+                    leaf=leaf,
+                    intermediates=intermediates,
+                )
             return
         assert first is not None
         _fail("header_certificate", f"{first.code.value}: {first.message}")
@@ -524,7 +588,7 @@ class EvidenceVerifier:
     # -- helpers ------------------------------------------------------------------------------
 
     def _in_force(self, at: dt.datetime, check: str) -> list[ArchivedConfiguration]:
-        found = self._timeline.in_force(at)
+        found = self._in_force_at(at)
         if not found:
             _fail(
                 check,

@@ -1,0 +1,322 @@
+"""What the auditor's verifier (:mod:`gateway.messagelog.verify`) remembers between
+records, so that work whose answer is fixed by the bytes is done once per distinct
+input instead of once per record. Unlike the gateway's online cache
+(:mod:`gateway._verifycache`), every hit here stands for exactly the verdict the check
+would give if it were run again: the verifier's verdicts are the same with or without it.
+
+Rules:
+
+1. **Successes only.** Only an accepted check is remembered. A refusal is always
+   computed afresh, so every failure, with its message, is what the check itself says.
+2. **Exact bytes.** A key holds every input that the remembered check reads, byte for
+   byte: for a signing certificate's path (:class:`CertificateVerdicts`), the DER of
+   every certificate of the record's chain in order, the exact OCSP response DER (or its
+   absence), a SHA-256 over the exact DER of the trust store's roots and known
+   intermediates, in order and length-prefixed (:func:`trust_digest`), the maximum OCSP
+   age, the OCSP clock skew and the purpose. A chain, response or trust store that
+   differs in one byte is another key: a miss, checked in full.
+3. **Time by cell.** :func:`certs.validation.validate_path` with the verifier's
+   :class:`~certs.revocation.OCSPResponsesChecker` compares the time of the check ``at``
+   only with constants fixed by the key's bytes: the ``notBefore`` and ``notAfter`` of
+   the leaf, of every certificate the path search may use (the chain's, the trust
+   store's roots and intermediates) and of every certificate the OCSP response carries;
+   and, for each answer in the response, ``thisUpdate`` less the validator's clock skew,
+   ``thisUpdate`` plus the maximum age, and ``nextUpdate``; and the latest instant to
+   which the validator can add its clock skew without overflow. Two instants that compare
+   the same way (before, equal, after) with each of these constants make every one of
+   those comparisons, hence the whole check, come out the same. A success at ``t0`` is
+   remembered for the *cell* of ``t0``: the sorted constants' position of ``t0`` and
+   whether ``t0`` is one of them. A later check of the same key is a hit only if its
+   ``at`` is in a cell remembered as accepted; any other ``at`` (outside a
+   certificate's validity, past ``nextUpdate``, too late for the maximum age, or merely
+   in a cell not seen yet) is checked in full. Where a constant cannot be read (an
+   undecodable certificate or response, a time that overflows) nothing is remembered.
+4. **Protected headers** (:class:`ProtectedHeaders`, used by
+   :mod:`gateway.messagelog._headerjws`): key, the exact protected-header part of the
+   JWS, the expected ``typ`` and the DER of every certificate of the record's chain;
+   value, the leaf's public key. Everything :func:`~gateway.messagelog._headerjws.verify_header_jws`
+   checks before the payload (encoding, members, ``typ``, ``x5c`` against the chain,
+   the leaf parsing, its key and ``alg``) is a function of that key; the payload, the
+   signature and its verification over the exact signing input are checked on every
+   record, and the leaf is parsed afresh for each.
+5. **Members** (:class:`Members`): key, the leaf's DER; value, what
+   :func:`certs.validation.member_of` read from it (a refusal is not remembered).
+6. **Configurations in force** (:class:`InForce`): the answer of
+   :meth:`~gateway.messagelog.timeline.ConfigurationTimeline.in_force` depends on ``at``
+   only through its comparisons with each held configuration's ``generated_at`` and
+   ``expires_at``; it is remembered per cell of those instants (as in rule 3) and
+   forgotten whenever the timeline holds another number of configurations.
+7. **Bounds.** Each table keeps at most ``max_entries`` keys, least recently used
+   dropped first; a key's cells are bounded by its constants. One verifier owns its
+   caches (one thread); nothing is shared between verifications.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Generic, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import ocsp
+
+from certs.ocsp_client import DEFAULT_CLOCK_SKEW_S
+from certs.validation import TrustStore
+from gateway.messagelog.timeline import ArchivedConfiguration, ConfigurationTimeline
+
+__all__ = [
+    "DEFAULT_MAX_ENTRIES",
+    "CertificateVerdicts",
+    "InForce",
+    "Members",
+    "ProtectedHeaders",
+    "time_cell",
+    "trust_digest",
+]
+
+#: Keys kept per table.
+DEFAULT_MAX_ENTRIES: Final = 10_000
+#: What a certificate verdict is about (part of every key: rule 2).
+_PURPOSE: Final = b"serai-logverify-sign-v1"
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+#: A cell of time (rule 3): the position among the sorted constants, and whether equal.
+Cell = tuple[int, bool]
+
+
+class _LRU(Generic[_K, _V]):
+    __slots__ = ("_data", "_max")
+
+    def __init__(self, max_entries: int) -> None:
+        if max_entries < 1:
+            raise ValueError("a cache needs room for at least one entry")
+        self._data: OrderedDict[_K, _V] = OrderedDict()
+        self._max = max_entries
+
+    def get(self, key: _K) -> _V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: _K, value: _V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def time_cell(bounds: Sequence[dt.datetime], at: dt.datetime) -> Cell:
+    """The cell of ``at`` among the sorted, distinct ``bounds`` (rule 3)."""
+    position = bisect.bisect_left(bounds, at)
+    return position, position < len(bounds) and bounds[position] == at
+
+
+def trust_digest(trust: TrustStore) -> bytes:
+    """SHA-256 over the exact DER of ``trust``'s roots, then its known intermediates,
+    each group counted and each certificate length-prefixed (rule 2)."""
+    digest = hashlib.sha256(b"serai-truststore-v1")
+    for label, certs in ((b"R", trust.roots), (b"I", trust.intermediates)):
+        digest.update(label + len(certs).to_bytes(4, "big"))
+        for cert in certs:
+            der = cert.public_bytes(serialization.Encoding.DER)
+            digest.update(len(der).to_bytes(4, "big") + der)
+    return digest.digest()
+
+
+_VerdictKey = tuple[bytes, tuple[bytes, ...], bytes, bytes, float, float]
+
+
+@dataclass(slots=True)
+class _Verdict:
+    bounds: tuple[dt.datetime, ...]
+    cells: set[Cell] = field(default_factory=set)
+
+
+class CertificateVerdicts:
+    """Accepted signing-certificate paths with their OCSP responses, by exact bytes and
+    cell of time (rules 1 to 3)."""
+
+    __slots__ = ("_digests", "_verdicts", "hits", "misses")
+
+    def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self._verdicts: _LRU[_VerdictKey, _Verdict] = _LRU(max_entries)
+        # id(store) -> (store, digest): the store is held so that its id is not reused.
+        self._digests: dict[int, tuple[TrustStore, bytes]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def _key(
+        self,
+        chain: Sequence[bytes],
+        ocsp_response: bytes | None,
+        trust: TrustStore,
+        max_age_s: float,
+    ) -> _VerdictKey:
+        known = self._digests.get(id(trust))
+        if known is None or known[0] is not trust:
+            if len(self._digests) >= DEFAULT_MAX_ENTRIES:
+                self._digests.clear()
+            known = (trust, trust_digest(trust))
+            self._digests[id(trust)] = known
+        return (
+            _PURPOSE,
+            tuple(bytes(der) for der in chain),
+            b"" if ocsp_response is None else b"R" + bytes(ocsp_response),
+            known[1],
+            float(max_age_s),
+            float(DEFAULT_CLOCK_SKEW_S),
+        )
+
+    def accepted(
+        self,
+        chain: Sequence[bytes],
+        ocsp_response: bytes | None,
+        trust: TrustStore,
+        max_age_s: float,
+        at: dt.datetime,
+    ) -> bool:
+        """Whether this exact check was accepted before in the cell of ``at``."""
+        if at.utcoffset() is None:
+            return False  # the check itself refuses a naive time; never answer for it
+        verdict = self._verdicts.get(self._key(chain, ocsp_response, trust, max_age_s))
+        if verdict is not None and time_cell(verdict.bounds, at) in verdict.cells:
+            self.hits += 1
+            return True
+        self.misses += 1
+        return False
+
+    def remember(
+        self,
+        chain: Sequence[bytes],
+        ocsp_response: bytes | None,
+        trust: TrustStore,
+        max_age_s: float,
+        at: dt.datetime,
+        *,
+        leaf: x509.Certificate,
+        intermediates: Sequence[x509.Certificate],
+    ) -> None:
+        """Record that the check of these inputs accepted at ``at`` (call only then)."""
+        if at.utcoffset() is None:
+            return
+        key = self._key(chain, ocsp_response, trust, max_age_s)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            bounds = _time_bounds(
+                [leaf, *intermediates, *trust.roots, *trust.intermediates],
+                ocsp_response,
+                max_age_s,
+            )
+            if bounds is None:
+                return
+            verdict = _Verdict(bounds)
+            self._verdicts.put(key, verdict)
+        verdict.cells.add(time_cell(verdict.bounds, at))
+
+
+def _time_bounds(
+    certificates: Sequence[x509.Certificate], ocsp_response: bytes | None, max_age_s: float
+) -> tuple[dt.datetime, ...] | None:
+    """Every constant the check compares its time with (rule 3), sorted and distinct;
+    ``None`` when one cannot be read."""
+    found: set[dt.datetime] = set()
+    try:
+        for cert in certificates:
+            found.update((cert.not_valid_before_utc, cert.not_valid_after_utc))
+        if ocsp_response is not None:
+            response = ocsp.load_der_ocsp_response(ocsp_response)
+            for cert in response.certificates:
+                found.update((cert.not_valid_before_utc, cert.not_valid_after_utc))
+            skew = dt.timedelta(seconds=DEFAULT_CLOCK_SKEW_S)
+            found.add(dt.datetime.max.replace(tzinfo=dt.UTC) - skew)  # ``now + skew`` overflows
+            age = dt.timedelta(seconds=max_age_s)
+            for single in response.responses:
+                this_update = single.this_update_utc
+                found.update((this_update - skew, this_update + age))
+                if single.next_update_utc is not None:
+                    found.add(single.next_update_utc)
+    except (ValueError, TypeError, OverflowError, Warning):
+        return None
+    return tuple(sorted(found))
+
+
+class ProtectedHeaders:
+    """Accepted protected headers of logged JWS: their leaf's public key (rule 4)."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self._keys: _LRU[tuple[str, str, tuple[bytes, ...]], object] = _LRU(max_entries)
+
+    def key_for(self, protected: str, typ: str, chain: Sequence[bytes]) -> object | None:
+        return self._keys.get((protected, typ, tuple(bytes(der) for der in chain)))
+
+    def remember(self, protected: str, typ: str, chain: Sequence[bytes], key: object) -> None:
+        self._keys.put((protected, typ, tuple(bytes(der) for der in chain)), key)
+
+
+class Members:
+    """:func:`certs.validation.member_of` by the leaf's exact DER (rule 5)."""
+
+    __slots__ = ("_members",)
+
+    def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self._members: _LRU[bytes, str] = _LRU(max_entries)
+
+    def member(self, der: bytes, read: Callable[[], str]) -> str:
+        """The member of the certificate ``der``: remembered, or ``read()`` (whatever it
+        raises is raised, and nothing is remembered)."""
+        key = bytes(der)
+        found = self._members.get(key)
+        if found is None:
+            found = read()
+            self._members.put(key, found)
+        return found
+
+
+class InForce:
+    """:meth:`ConfigurationTimeline.in_force` by cell of time (rule 6)."""
+
+    __slots__ = ("_bounds", "_by_cell", "_held", "_timeline")
+
+    def __init__(self, timeline: ConfigurationTimeline) -> None:
+        self._timeline = timeline
+        self._held = -1
+        self._bounds: tuple[dt.datetime, ...] = ()
+        self._by_cell: dict[Cell, list[ArchivedConfiguration]] = {}
+
+    def at(self, at: dt.datetime) -> list[ArchivedConfiguration]:
+        """The configurations in force at ``at``, newest first (a list not to change)."""
+        if at.utcoffset() is None:
+            return self._timeline.in_force(at)
+        if len(self._timeline) != self._held:
+            self._held = len(self._timeline)
+            self._bounds = tuple(
+                sorted(
+                    {
+                        t
+                        for e in self._timeline.configurations
+                        for t in (e.snapshot.generated_at, e.snapshot.expires_at)
+                    }
+                )
+            )
+            self._by_cell = {}
+        cell = time_cell(self._bounds, at)
+        found = self._by_cell.get(cell)
+        if found is None:
+            found = self._timeline.in_force(at)
+            if len(self._by_cell) >= DEFAULT_MAX_ENTRIES:
+                self._by_cell.clear()
+            self._by_cell[cell] = found
+        return found
