@@ -12,6 +12,12 @@ the pair of :mod:`serai._benchnginx` in front of the same echo provider.
 
 Every process writes its output to a file in the work directory; each is added to the
 caller's list the moment it starts, so the caller can stop all of them whatever happens.
+
+The test kits bring up the same federation with an operator's changes: ``edit_registry``
+edits ``registry.toml`` before the registry starts, ``gateway_options`` adds options to a
+gateway's ``serai gateway init``, and ``prepare`` runs once both gateways' directories
+are made, before they are registered and started (it may edit each ``gateway.toml`` and
+register more with the registry). Without them, what :func:`bring_up` does is the bench's.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -42,6 +48,7 @@ __all__ = [
     "ECHO_PROVIDER",
     "PROVIDER",
     "Federation",
+    "Setup",
     "bring_up",
     "start_nginx_pair",
 ]
@@ -57,6 +64,22 @@ _NGINX_READY_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Setup:
+    """What :func:`bring_up` has made when it calls ``prepare``: the registry runs, the
+    gateways' directories exist, and no gateway is registered or started yet."""
+
+    workdir: Path
+    pki: Path  # the development PKI's directory
+    ocsp_listen: str  # HOST:PORT of the OCSP responder (the PKI's OCSP URL)
+    tsa_listen: str  # HOST:PORT of the TSA (the PKI's TSA URL)
+    registry_config: Path  # registry.toml
+    registry_env: dict[str, str]  # the environment of a registry-admin `serai registry`
+    anchor: Path  # the trust anchor
+    echo: str  # the echo provider IS
+    gateway_configs: dict[str, Path]  # gateway role ("consumer", "provider") -> gateway.toml
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Federation:
     """Where the bench sends its calls, and the processes it charges CPU time to."""
 
@@ -65,6 +88,9 @@ class Federation:
     nginx: str | None  # the client-side nginx, when there is a pair
     pids: dict[str, int]  # role -> pid of every long-running process started
     log_settings: dict[str, dict[str, object]]  # gateway role -> its gateway_message_log
+    setup: Setup  # directories, configuration files and registry access
+    listening: dict[str, dict[str, object]]  # gateway role -> its gateway_listening event
+    admin_token: Path  # a gateway-admin token of the provider gateway
 
 
 def bring_up(
@@ -75,9 +101,19 @@ def bring_up(
     max_in_flight: int,
     say: Callable[[str], None],
     gateway_workers: int = 1,
+    ocsp_next_update_s: int | None = None,
+    edit_registry: Callable[[Path], None] | None = None,
+    gateway_options: Mapping[str, Sequence[str]] | None = None,
+    prepare: Callable[[Setup], None] | None = None,
 ) -> Federation:
     """Start everything under ``workdir``, appending each process to ``services``; each
-    gateway with ``gateway_workers`` worker processes (``serai gateway serve --workers``)."""
+    gateway with ``gateway_workers`` worker processes (``serai gateway serve --workers``).
+
+    For the test kits (module docstring): ``ocsp_next_update_s`` is the responder's
+    ``--next-update-s``; ``edit_registry`` gets ``registry.toml`` before the registry
+    starts; ``gateway_options`` maps a gateway role (``"consumer"``, ``"provider"``) to
+    more ``serai gateway init`` options; ``prepare`` gets the :class:`Setup` once both
+    gateways' directories are made, before either is registered or started."""
     if not ECHO_PROVIDER.is_file():
         raise SeraiError(f"the echo provider is missing: {ECHO_PROVIDER} (a source checkout)")
     logs = workdir / "logs"
@@ -102,11 +138,15 @@ def bring_up(
             "--tsa-url", f"http://127.0.0.1:{tsa_port}/",
         )
     )  # fmt: skip
+    next_update = [] if ocsp_next_update_s is None else ["--next-update-s", str(ocsp_next_update_s)]
     ocsp = spawn(
         "ocsp",
-        [*SERAI, "pki", "ocsp", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{ocsp_port}"],
+        [
+            *SERAI, "pki", "ocsp", "serve", "--dir", str(pki),
+            "--listen", f"127.0.0.1:{ocsp_port}", *next_update,
+        ],
         "ocsp_stopped",
-    )
+    )  # fmt: skip
     tsa = spawn(
         "tsa",
         [*SERAI, "pki", "tsa", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{tsa_port}"],
@@ -123,6 +163,8 @@ def bring_up(
             "--http-listen", f"127.0.0.1:{free_port()}",
         )
     )  # fmt: skip
+    if edit_registry is not None:
+        edit_registry(reg / "registry.toml")
     registry = spawn(
         "registry",
         [*SERAI, "registry", "serve", "--config", str(reg / "registry.toml")],
@@ -158,20 +200,38 @@ def bring_up(
 
     say("setting up the two gateways")
     configs: dict[str, Path] = {}
+    registrations: list[str] = []
     for role, gateway_id, options in (
         ("consumer", _GATEWAYS[0], ["--client", CONSUMER]),
         ("provider", _GATEWAYS[1], ["--provider", f"{PROVIDER}={echo_address}"]),
     ):
+        more = (gateway_options or {}).get(role, ())
         out = must(
             run_serai(
                 "gateway", "init", "--dir", workdir / role, "--gateway-id", gateway_id,
                 "--pki", pki, "--anchor", anchor, "--peer-listen", f"127.0.0.1:{free_port()}",
-                "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *options,
+                "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *options, *more,
             )
         )  # fmt: skip
-        command = next(line for line in out.splitlines() if "serai registry gateway add" in line)
-        must(run_serai(*shlex.split(command)[1:], env=env))  # what `gateway init` says to run
+        registrations.append(
+            next(line for line in out.splitlines() if "serai registry gateway add" in line)
+        )
         configs[role] = workdir / role / "gateway.toml"
+    setup = Setup(
+        workdir=workdir,
+        pki=pki,
+        ocsp_listen=f"127.0.0.1:{ocsp_port}",
+        tsa_listen=f"127.0.0.1:{tsa_port}",
+        registry_config=reg / "registry.toml",
+        registry_env=env,
+        anchor=anchor,
+        echo=echo_address,
+        gateway_configs=configs,
+    )
+    if prepare is not None:
+        prepare(setup)
+    for command in registrations:
+        must(run_serai(*shlex.split(command)[1:], env=env))  # what `gateway init` says to run
     wait_until_published(anchor, set(_GATEWAYS))
     workers = ["--workers", str(gateway_workers)] if gateway_workers > 1 else []
     gateways = {
@@ -223,6 +283,9 @@ def bring_up(
         nginx=nginx_address,
         pids={service.name: service.pid for service in services},
         log_settings=log_settings,
+        setup=setup,
+        listening=at,
+        admin_token=admin_token,
     )
 
 
