@@ -4,7 +4,8 @@ that speaks to the provider gateway's peer port with the project's own wire and 
 code.
 
 :func:`start_federation` is :func:`serai._benchfed.bring_up` with three changes an
-operator could make in the same files: the registry publishes short-lived
+operator could make in the same files (made by its ``edit_registry`` and ``prepare``
+hooks before the processes start): the registry publishes short-lived
 configurations (``configuration_validity_s``) more often, its ``public_url`` (and so the
 trust anchor's download URL) is a :class:`ConfigurationRelay` in front of the
 registry's HTTP port, and both gateways refresh their configuration every second. The
@@ -23,16 +24,14 @@ import contextlib
 import datetime as dt
 import http.server
 import json
-import os
 import re
-import shlex
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 import uuid
@@ -53,10 +52,9 @@ from gateway.tlsconf import certificates_pem, target_name_of
 from registry.codec import decode_anchor, decode_configuration
 from registry.model import GlobalConfiguration
 from registry.signing import verify_signed_configuration
-from serai._benchfed import ECHO_PROVIDER
-from serai._demoprocs import SERAI, Service, must, run_serai
+from serai._benchfed import BENCH_METHOD, Setup, bring_up
+from serai._demoprocs import Service, must, run_serai
 from serai.identifiers import SubsystemId
-from serai.localprocs import free_port, wait_until_published
 from serai_proto.transport.v1 import transport_pb2
 from tests.opscheck import scrape
 
@@ -85,7 +83,7 @@ PROVIDER: Final = "UZ/GOV/CADASTRE/registry"
 CONSUMER_GW: Final = "UZ/GOV/MINJUST/gw:main"
 PROVIDER_GW: Final = "UZ/GOV/CADASTRE/gw:main"
 #: The method every attack calls (granted to the consumer by an access right).
-METHOD: Final = "/bench.v1.Bench/Echo"
+METHOD: Final = BENCH_METHOD
 EXCHANGE_METHOD: Final = "/serai.transport.v1.Transport/Exchange"
 REACHED_METHOD: Final = "/echo.v1.Echo/Reached"
 _CURRENT_PATH: Final = "/globalconf/v1/current"
@@ -495,152 +493,51 @@ def start_federation(
 ) -> AttackFederation:
     """Start the federation under ``workdir`` (module docstring); every process goes to
     ``services`` as it starts."""
-    logs = workdir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    relays: list[ConfigurationRelay] = []
 
-    def spawn(name: str, argv: list[str], stopped_event: str) -> Service:
-        service = Service.start(name, argv, log=logs / f"{name}.log", stopped_event=stopped_event)
-        services.append(service)
-        return service
-
-    ocsp_port, tsa_port = free_port(), free_port()
-    ocsp_url = f"http://127.0.0.1:{ocsp_port}/"
-    pki = workdir / "pki"
-    must(
-        run_serai(
-            "pki", "init", "--dir", pki, "--instance", "UZ", "--ocsp-url", ocsp_url,
-            "--tsa-url", f"http://127.0.0.1:{tsa_port}/",
-        )
-    )  # fmt: skip
-    ocsp = spawn(
-        "ocsp",
-        [*SERAI, "pki", "ocsp", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{ocsp_port}"],
-        "ocsp_stopped",
-    )
-    tsa = spawn(
-        "tsa",
-        [*SERAI, "pki", "tsa", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{tsa_port}"],
-        "tsa_stopped",
-    )
-    ocsp.wait_for("ocsp_listening")
-    tsa.wait_for("tsa_listening")
-
-    reg = workdir / "registry"
-    http_listen = f"127.0.0.1:{free_port()}"
-    must(
-        run_serai(
-            "registry", "init", "--dir", reg, "--instance", "UZ", "--pki", pki,
-            "--grpc-listen", f"127.0.0.1:{free_port()}", "--http-listen", http_listen,
-        )
-    )  # fmt: skip
-    relay = ConfigurationRelay(http_listen)
-    try:
-        toml = reg / "registry.toml"
+    def edit_registry(toml: Path) -> None:
         text = toml.read_text()
+        relay = ConfigurationRelay(str(tomllib.loads(text)["http_listen"]))
+        relays.append(relay)
         text = _set(text, "configuration_validity_s", str(validity_s))
         text = _set(text, "regeneration_interval_s", "3")
         text = re.sub(r"(?m)^# public_url = .*$", f'public_url = "{relay.url}"', text)
         assert f'public_url = "{relay.url}"' in text, text
         toml.write_text(text)
-        return _rest(workdir, services, spawn, pki, reg, relay, ocsp_url, validity_s)
+
+    def prepare(setup: Setup) -> None:
+        for config in setup.gateway_configs.values():
+            config.write_text(_set(config.read_text(), "globalconf_refresh_interval_s", "1"))
+
+    try:
+        up = bring_up(
+            workdir,
+            services,
+            nginx=None,
+            max_in_flight=1,
+            say=lambda _: None,
+            edit_registry=edit_registry,
+            prepare=prepare,
+        )
     except BaseException:
-        relay.close()
+        for relay in relays:
+            relay.close()
         raise
-
-
-def _rest(
-    workdir: Path,
-    services: list[Service],
-    spawn: Callable[[str, list[str], str], Service],
-    pki: Path,
-    reg: Path,
-    relay: ConfigurationRelay,
-    ocsp_url: str,
-    validity_s: int,
-) -> AttackFederation:
-    registry = spawn(
-        "registry", [*SERAI, "registry", "serve", "--config", str(reg / "registry.toml")],
-        "registry_stopped",
-    )  # fmt: skip
-    listening = registry.wait_for("registry_listening")
-    token = workdir / "registry.jwt"
-    must(
-        run_serai(
-            "registry", "token", "issue", "--config", reg / "registry.toml",
-            "--role", "registry-admin", "--subject", "attacks", "--out", token,
-        )
-    )  # fmt: skip
-    env = {
-        **os.environ,
-        "SERAI_REGISTRY": str(listening["grpc"]),
-        "SERAI_REGISTRY_TOKEN": token.read_text().strip(),
-    }
-    for member, name, subsystem in (
-        ("UZ/GOV/MINJUST", "Ministry of Justice", CONSUMER),
-        ("UZ/GOV/CADASTRE", "Cadastre Agency", PROVIDER),
-    ):
-        must(run_serai("registry", "member", "add", member, "--name", name, env=env))
-        must(run_serai("registry", "subsystem", "add", subsystem, env=env))
-    anchor = workdir / "anchor.bin"
-    must(run_serai("registry", "anchor", "--config", reg / "registry.toml", "--out", anchor))
-
-    echo = spawn(
-        "echo", [sys.executable, str(ECHO_PROVIDER), "--listen", "127.0.0.1:0"], "echo_stopped"
-    )
-    echo_address = str(echo.wait_for("echo_listening")["listen"])
-    configs: dict[str, Path] = {}
-    for role, gateway_id, options in (
-        ("consumer", CONSUMER_GW, ["--client", CONSUMER]),
-        ("provider", PROVIDER_GW, ["--provider", f"{PROVIDER}={echo_address}"]),
-    ):
-        out = must(
-            run_serai(
-                "gateway", "init", "--dir", workdir / role, "--gateway-id", gateway_id,
-                "--pki", pki, "--anchor", anchor, "--peer-listen", f"127.0.0.1:{free_port()}",
-                "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *options,
-            )
-        )  # fmt: skip
-        command = next(line for line in out.splitlines() if "serai registry gateway add" in line)
-        must(run_serai(*shlex.split(command)[1:], env=env))
-        config = workdir / role / "gateway.toml"
-        config.write_text(_set(config.read_text(), "globalconf_refresh_interval_s", "1"))
-        configs[role] = config
-    wait_until_published(anchor, {CONSUMER_GW, PROVIDER_GW})
-    gateways: dict[str, Service] = {
-        role: spawn(
-            f"gateway-{role}",
-            [*SERAI, "gateway", "serve", "--config", str(configs[role])],
-            "gateway_stopped",
-        )
-        for role in ("consumer", "provider")
-    }
-    at = {role: g.wait_for("gateway_listening") for role, g in gateways.items()}
-    admin_token = workdir / "gateway.jwt"
-    must(
-        run_serai(
-            "gateway", "token", "issue", "--config", configs["provider"],
-            "--role", "gateway-admin", "--subject", "attacks", "--out", admin_token,
-        )
-    )  # fmt: skip
-    must(
-        run_serai(
-            "acl", "grant", PROVIDER, METHOD, CONSUMER,
-            "--gateway", str(at["provider"]["admin"]), "--token-file", admin_token,
-        )
-    )  # fmt: skip
+    (relay,) = relays
+    setup = up.setup
     return AttackFederation(
         workdir=workdir,
-        pki=pki,
-        anchor=anchor,
-        echo=echo_address,
-        peer=str(at["provider"]["peer"]),
-        metrics=str(at["provider"]["metrics"]),
+        pki=setup.pki,
+        anchor=setup.anchor,
+        echo=setup.echo,
+        peer=str(up.listening["provider"]["peer"]),
+        metrics=str(up.listening["provider"]["metrics"]),
         consumer_keys=workdir / "consumer" / "keys",
         provider_keys=workdir / "provider" / "keys",
-        registry_env=env,
+        registry_env=setup.registry_env,
         relay=relay,
-        provider=gateways["provider"],
-        ocsp_url=ocsp_url,
+        provider=next(s for s in services if s.name == "gateway-provider"),
+        ocsp_url=f"http://{setup.ocsp_listen}/",
         validity_s=validity_s,
         services=services,
     )
