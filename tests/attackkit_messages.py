@@ -1,12 +1,12 @@
 """Tools for the message attacks of ``tests/test_attacks_messages.py``: a federation of
 real processes, and the test code that plays a misbehaving party in it.
 
-:func:`bring_up` starts, with ``serai`` commands as an operator would (like
-:func:`serai._benchfed.bring_up`), the development PKI with its OCSP responder and TSA,
-the registry, the echo provider IS (``tools/echo_provider.py``), the consumer gateway
-``UZ/GOV/MINJUST/gw:main`` and the provider gateway ``UZ/GOV/CADASTRE/gw:main``
-(provider ``UZ/GOV/CADASTRE/registry`` at the echo provider). Beyond the bench's
-federation:
+:func:`bring_up` starts, with ``serai`` commands as an operator would
+(:func:`serai._benchfed.bring_up`, with its hooks), the development PKI with its OCSP
+responder and TSA, the registry, the echo provider IS (``tools/echo_provider.py``), the
+consumer gateway ``UZ/GOV/MINJUST/gw:main`` and the provider gateway
+``UZ/GOV/CADASTRE/gw:main`` (provider ``UZ/GOV/CADASTRE/registry`` at the echo provider).
+Beyond the bench's federation:
 
 - the consumer gateway serves two clients: ``property`` (IS addresses 127.0.0.1, ::1,
   as ``serai gateway init`` writes them) and ``archive`` (only an IS at 127.0.0.2);
@@ -40,7 +40,6 @@ import os
 import re
 import shlex
 import socket
-import sys
 import threading
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -67,12 +66,12 @@ from gateway._messages import (
 from gateway.headers import RequestHeader, request_header_for, response_header_for
 from gateway.signing import HeaderSigner, SignedHeader
 from gateway.tlsconf import pinned_channel_credentials, target_name_of
-from serai import jws
-from serai._benchfed import BENCH_METHOD, ECHO_PROVIDER
-from serai._demoprocs import SERAI, Service, must, run_serai, run_serai_parallel, stop_all
+from serai import _benchfed, jws
+from serai._benchfed import BENCH_METHOD
+from serai._demoprocs import Service, must, run_serai_parallel, stop_all
 from serai.errors import ERROR_METADATA_KEY
 from serai.identifiers import ServiceId, SubsystemId
-from serai.localprocs import free_port, wait_until_published
+from serai.localprocs import free_port
 
 __all__ = [
     "ARCHIVE",
@@ -96,10 +95,10 @@ __all__ = [
     "stop",
 ]
 
-PROPERTY: Final = SubsystemId.parse("UZ/GOV/MINJUST/property")
+PROPERTY: Final = SubsystemId.parse(_benchfed.CONSUMER)
 ARCHIVE: Final = SubsystemId.parse("UZ/GOV/MINJUST/archive")
 NOTARY: Final = SubsystemId.parse("UZ/GOV/MINJUST/notary")
-REGISTRY: Final = SubsystemId.parse("UZ/GOV/CADASTRE/registry")
+REGISTRY: Final = SubsystemId.parse(_benchfed.PROVIDER)
 TAX: Final = SubsystemId.parse("UZ/GOV/STC/tax")
 #: The largest body either gateway accepts (``max_message_bytes`` in both gateway.toml).
 MAX_MESSAGE_BYTES: Final = 64 * 1024
@@ -135,151 +134,64 @@ class AttackFederation:
 def bring_up(workdir: Path, services: list[Service]) -> AttackFederation:
     """Start the federation of the module docstring under ``workdir``; every process is
     appended to ``services`` the moment it starts (the caller stops them: :func:`stop`)."""
-    logs = workdir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-
-    def spawn(name: str, argv: list[str], stopped_event: str) -> Service:
-        service = Service.start(name, argv, log=logs / f"{name}.log", stopped_event=stopped_event)
-        services.append(service)
-        return service
-
-    ocsp_port, tsa_port = free_port(), free_port()
-    pki, reg = workdir / "pki", workdir / "registry"
-    must(
-        run_serai(
-            "pki", "init", "--dir", pki, "--instance", "UZ",
-            "--ocsp-url", f"http://127.0.0.1:{ocsp_port}/",
-            "--tsa-url", f"http://127.0.0.1:{tsa_port}/",
-        )
-    )  # fmt: skip
-    ocsp = spawn(
-        "ocsp",
-        [*SERAI, "pki", "ocsp", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{ocsp_port}"],
-        "ocsp_stopped",
-    )
-    tsa = spawn(
-        "tsa",
-        [*SERAI, "pki", "tsa", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{tsa_port}"],
-        "tsa_stopped",
-    )
-    echo = spawn(
-        "echo", [sys.executable, str(ECHO_PROVIDER), "--listen", "127.0.0.1:0"], "echo_stopped"
-    )
-    must(
-        run_serai(
-            "registry", "init", "--dir", reg, "--instance", "UZ", "--pki", pki,
-            "--grpc-listen", f"127.0.0.1:{free_port()}",
-            "--http-listen", f"127.0.0.1:{free_port()}",
-        )
-    )  # fmt: skip
-    registry = spawn(
-        "registry",
-        [*SERAI, "registry", "serve", "--config", str(reg / "registry.toml")],
-        "registry_stopped",
-    )
-    token, anchor = workdir / "registry.jwt", workdir / "anchor.bin"
-    _all_succeed(
-        ("registry", "token", "issue", "--config", reg / "registry.toml",
-         "--role", "registry-admin", "--subject", "attacks", "--out", token),
-        ("registry", "anchor", "--config", reg / "registry.toml", "--out", anchor),
-    )  # fmt: skip
-    echo_address = str(echo.wait_for("echo_listening")["listen"])
     rogue_peer = f"127.0.0.1:{free_port()}"
-    inits = {
-        role: (
-            "gateway", "init", "--dir", workdir / role, "--gateway-id", _GATEWAYS[role],
-            "--pki", pki, "--anchor", anchor,
-            "--peer-listen", rogue_peer if role == "rogue" else f"127.0.0.1:{free_port()}",
-            "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *options,
-        )
-        for role, options in (
-            ("consumer", ("--client", str(PROPERTY), "--client", str(ARCHIVE))),
-            ("provider", ("--provider", f"{REGISTRY}={echo_address}")),
-            ("rogue", ("--provider", f"{TAX}={echo_address}")),
-        )
-    }  # fmt: skip
-    members = [
-        ("registry", "member", "add", member, "--name", name)
-        for member, name in (
-            ("UZ/GOV/MINJUST", "Ministry of Justice"),
-            ("UZ/GOV/CADASTRE", "Cadastre Agency"),
-            ("UZ/GOV/STC", "State Tax Committee"),
-        )
-    ]
-    listening = registry.wait_for("registry_listening")
-    env = {
-        **os.environ,
-        "SERAI_REGISTRY": str(listening["grpc"]),
-        "SERAI_REGISTRY_TOKEN": token.read_text().strip(),
-    }
-    # The gateways' directories need no registry; the members do.
-    outputs = _all_succeed(*inits.values(), *members, env=env)
-    _all_succeed(
-        *(
-            ("registry", "subsystem", "add", str(s))
-            for s in (PROPERTY, ARCHIVE, NOTARY, REGISTRY, TAX)
-        ),
-        env=env,
-    )
-    _all_succeed(
-        *(
-            # what `serai gateway init` says to run
-            tuple(shlex.split(next(line for line in out.splitlines() if "gateway add" in line))[1:])
-            for out in outputs[: len(inits)]
-        ),
-        env=env,
-    )
-    ocsp.wait_for("ocsp_listening")
-    tsa.wait_for("tsa_listening")
-    _edit(
-        workdir / "consumer" / "gateway.toml",
-        (
-            f'subsystem = "{ARCHIVE}"\nallow = ["127.0.0.1", "::1"]',
-            f'subsystem = "{ARCHIVE}"\nallow = ["{ARCHIVE_IS_ADDRESS}"]',
-        ),
-        ("max_message_bytes = 4194304", f"max_message_bytes = {MAX_MESSAGE_BYTES}"),
-    )
-    _edit(
-        workdir / "provider" / "gateway.toml",
-        ("max_message_bytes = 4194304", f"max_message_bytes = {MAX_MESSAGE_BYTES}"),
-    )
-    wait_until_published(anchor, set(_GATEWAYS.values()))
 
-    gateways = {
-        role: spawn(
-            f"gateway-{role}",
-            [*SERAI, "gateway", "serve", "--config", str(workdir / role / "gateway.toml")],
-            "gateway_stopped",
+    def prepare(setup: _benchfed.Setup) -> None:
+        """The third member and its gateway, the subsystems beyond the bench's, and the
+        two gateways' files edited, all before either gateway is registered or started."""
+        env = setup.registry_env
+        inits = _all_succeed(
+            ("registry", "member", "add", "UZ/GOV/STC", "--name", "State Tax Committee"),
+            ("gateway", "init", "--dir", workdir / "rogue", "--gateway-id", _GATEWAYS["rogue"],
+             "--pki", setup.pki, "--anchor", setup.anchor, "--peer-listen", rogue_peer,
+             "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+             "--provider", f"{TAX}={setup.echo}"),
+            env=env,
+        )  # fmt: skip
+        _all_succeed(
+            *(("registry", "subsystem", "add", str(s)) for s in (ARCHIVE, NOTARY, TAX)), env=env
         )
-        for role in ("consumer", "provider")
-    }
-    admin_token = workdir / "gateway.jwt"
-    must(
-        run_serai(
-            "gateway", "token", "issue", "--config", workdir / "provider" / "gateway.toml",
-            "--role", "gateway-admin", "--subject", "attacks", "--out", admin_token,
+        # what `serai gateway init` says to run
+        add = next(line for line in inits[1].splitlines() if "gateway add" in line)
+        _all_succeed(tuple(shlex.split(add)[1:]), env=env)
+        _edit(
+            setup.gateway_configs["consumer"],
+            (
+                f'subsystem = "{ARCHIVE}"\nallow = ["127.0.0.1", "::1"]',
+                f'subsystem = "{ARCHIVE}"\nallow = ["{ARCHIVE_IS_ADDRESS}"]',
+            ),
+            ("max_message_bytes = 4194304", f"max_message_bytes = {MAX_MESSAGE_BYTES}"),
         )
-    )  # fmt: skip
-    at = {role: gateway.wait_for("gateway_listening") for role, gateway in gateways.items()}
+        _edit(
+            setup.gateway_configs["provider"],
+            ("max_message_bytes = 4194304", f"max_message_bytes = {MAX_MESSAGE_BYTES}"),
+        )
+
+    up = _benchfed.bring_up(
+        workdir,
+        services,
+        nginx=None,
+        max_in_flight=1,
+        say=lambda _: None,
+        gateway_options={"consumer": ("--client", str(ARCHIVE))},
+        prepare=prepare,
+    )
+    acl = ("--gateway", str(up.listening["provider"]["admin"]), "--token-file", up.admin_token)
     _all_succeed(
-        *(
-            ("acl", "grant", str(REGISTRY), BENCH_METHOD, str(client),
-             "--gateway", str(at["provider"]["admin"]), "--token-file", admin_token)
-            for client in (PROPERTY, ARCHIVE, NOTARY)
-        )
-    )  # fmt: skip
+        *(("acl", "grant", str(REGISTRY), BENCH_METHOD, str(c), *acl) for c in (ARCHIVE, NOTARY))
+    )  # the bench's federation grants PROPERTY
     return AttackFederation(
         workdir=workdir,
-        echo=echo_address,
-        consumer_is=str(at["consumer"]["is"]),
-        consumer_metrics=str(at["consumer"]["metrics"]),
-        provider_peer=str(at["provider"]["peer"]),
-        provider_metrics=str(at["provider"]["metrics"]),
+        echo=up.direct,
+        consumer_is=str(up.listening["consumer"]["is"]),
+        consumer_metrics=str(up.listening["consumer"]["metrics"]),
+        provider_peer=str(up.listening["provider"]["peer"]),
+        provider_metrics=str(up.listening["provider"]["metrics"]),
         rogue_peer=rogue_peer,
         consumer_keys=workdir / "consumer" / "keys",
         provider_keys=workdir / "provider" / "keys",
         rogue_keys=workdir / "rogue" / "keys",
-        root_pem=(pki / "ca.pem").read_bytes(),
+        root_pem=(up.setup.pki / "ca.pem").read_bytes(),
     )
 
 
