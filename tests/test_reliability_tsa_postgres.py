@@ -5,10 +5,11 @@ The federation is the one of ``serai bench`` (:mod:`serai._benchfed`), set up wi
 same ``serai`` commands (PKI with OCSP responder and TSA, registry, the echo provider
 IS, a consumer gateway UZ/GOV/MINJUST/gw:main and a provider gateway
 UZ/GOV/CADASTRE/gw:main over mutual TLS), except that each ``gateway.toml`` is edited
-before the gateway starts: short time-stamping bounds for the TSA cases, and the message
-logs of both gateways in a private PostgreSQL cluster (``tests/pgcluster.py``) for the
-store cases, so the machine's shared server is never restarted. A plain gRPC client
-plays the consumer IS; every call carries its own message id and deadline.
+before the gateway starts (the ``prepare`` hook of :func:`serai._benchfed.bring_up`):
+short time-stamping bounds for the TSA cases, and the message logs of both gateways in a
+private PostgreSQL cluster (``tests/pgcluster.py``) for the store cases, so the
+machine's shared server is never restarted. A plain gRPC client plays the consumer IS;
+every call carries its own message id and deadline.
 
 Every case checks: the consumer gets either the answer or the one documented code
 (``timestamping_overdue``, ``log_unavailable``) in ``x-road-error`` (with the server
@@ -25,13 +26,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import os
 import re
-import shlex
 import shutil
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -47,9 +45,9 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serai._benchfed import BENCH_METHOD, CONSUMER, ECHO_PROVIDER, PROVIDER
-from serai._demoprocs import SERAI, Service, must, run_serai, stop_all
-from serai.localprocs import free_port, wait_until_published
+from serai import _benchfed
+from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER, Setup
+from serai._demoprocs import SERAI, Service, run_serai, stop_all
 from tests.pgcluster import PrivateCluster, private_cluster
 
 pytestmark = pytest.mark.timeout(900)
@@ -137,118 +135,37 @@ def bring_up(
     """The federation of :func:`serai._benchfed.bring_up`, with ``settings`` written into
     each gateway's ``gateway.toml`` before it starts (role -> key -> TOML value) and the
     message log of a role in PostgreSQL where ``log_urls`` names a database."""
-    log_urls = log_urls or {}
-    ocsp_port, tsa_port = free_port(), free_port()
-    pki = workdir / "pki"
-    must(
-        run_serai(
-            "pki", "init", "--dir", pki, "--instance", "UZ",
-            "--ocsp-url", f"http://127.0.0.1:{ocsp_port}/",
-            "--tsa-url", f"http://127.0.0.1:{tsa_port}/",
-        )
-    )  # fmt: skip
-    fed = Federation(
+
+    def prepare(setup: Setup) -> None:
+        for role, config in setup.gateway_configs.items():
+            _edit_toml(config, settings.get(role, {}))
+
+    up = _benchfed.bring_up(
+        workdir,
+        services,
+        nginx=None,
+        max_in_flight=1,
+        say=lambda _: None,
+        gateway_options={
+            role: ("--message-log-url", url) for role, url in (log_urls or {}).items()
+        },
+        prepare=prepare,
+    )
+    started = {service.name: service for service in services}
+    gateways = {role: started[f"gateway-{role}"] for role in ("consumer", "provider")}
+    return Federation(
         workdir=workdir,
         services=services,
-        pki=pki,
-        tsa_port=tsa_port,
-        echo="",
-        consumer_is="",
-        configs={},
-        gateways={},
-        metrics={},
+        pki=up.setup.pki,
+        tsa_port=int(up.setup.tsa_listen.rpartition(":")[2]),
+        echo=up.direct,
+        consumer_is=up.gateways,
+        configs=up.setup.gateway_configs,
+        gateways=gateways,
+        metrics={role: str(listening["metrics"]) for role, listening in up.listening.items()},
+        tsa=started["tsa"],
+        pids={role: gateway.pid for role, gateway in gateways.items()},
     )
-    ocsp = fed.spawn(
-        "ocsp",
-        [*SERAI, "pki", "ocsp", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{ocsp_port}"],
-        "ocsp_stopped",
-    )
-    fed.start_tsa()
-    ocsp.wait_for("ocsp_listening")
-
-    reg = workdir / "registry"
-    must(
-        run_serai(
-            "registry", "init", "--dir", reg, "--instance", "UZ", "--pki", pki,
-            "--grpc-listen", f"127.0.0.1:{free_port()}",
-            "--http-listen", f"127.0.0.1:{free_port()}",
-        )
-    )  # fmt: skip
-    registry = fed.spawn(
-        "registry",
-        [*SERAI, "registry", "serve", "--config", str(reg / "registry.toml")],
-        "registry_stopped",
-    )
-    listening = registry.wait_for("registry_listening")
-    token = workdir / "registry.jwt"
-    must(
-        run_serai(
-            "registry", "token", "issue", "--config", reg / "registry.toml",
-            "--role", "registry-admin", "--subject", "reliability", "--out", token,
-        )
-    )  # fmt: skip
-    env = {
-        **os.environ,
-        "SERAI_REGISTRY": str(listening["grpc"]),
-        "SERAI_REGISTRY_TOKEN": token.read_text().strip(),
-    }
-    for member, name, subsystem in (
-        ("UZ/GOV/MINJUST", "Ministry of Justice", CONSUMER),
-        ("UZ/GOV/CADASTRE", "Cadastre Agency", PROVIDER),
-    ):
-        must(run_serai("registry", "member", "add", member, "--name", name, env=env))
-        must(run_serai("registry", "subsystem", "add", subsystem, env=env))
-    anchor = workdir / "anchor.bin"
-    must(run_serai("registry", "anchor", "--config", reg / "registry.toml", "--out", anchor))
-
-    echo = fed.spawn(
-        "echo", [sys.executable, str(ECHO_PROVIDER), "--listen", "127.0.0.1:0"], "echo_stopped"
-    )
-    fed.echo = str(echo.wait_for("echo_listening")["listen"])
-
-    for role, gateway_id, options in (
-        ("consumer", CONSUMER_GW, ["--client", CONSUMER]),
-        ("provider", PROVIDER_GW, ["--provider", f"{PROVIDER}={fed.echo}"]),
-    ):
-        if role in log_urls:
-            options += ["--message-log-url", log_urls[role]]
-        out = must(
-            run_serai(
-                "gateway", "init", "--dir", workdir / role, "--gateway-id", gateway_id,
-                "--pki", pki, "--anchor", anchor, "--peer-listen", f"127.0.0.1:{free_port()}",
-                "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-                "--metrics-listen", "127.0.0.1:0", *options,
-            )
-        )  # fmt: skip
-        command = next(line for line in out.splitlines() if "serai registry gateway add" in line)
-        must(run_serai(*shlex.split(command)[1:], env=env))
-        fed.configs[role] = workdir / role / "gateway.toml"
-        _edit_toml(fed.configs[role], settings.get(role, {}))
-    wait_until_published(anchor, {CONSUMER_GW, PROVIDER_GW})
-    for role in ("consumer", "provider"):
-        fed.gateways[role] = fed.spawn(
-            f"gateway-{role}",
-            [*SERAI, "gateway", "serve", "--config", str(fed.configs[role])],
-            "gateway_stopped",
-        )
-    at = {role: gw.wait_for("gateway_listening") for role, gw in fed.gateways.items()}
-    fed.consumer_is = str(at["consumer"]["is"])
-    fed.metrics = {role: str(a["metrics"]) for role, a in at.items()}
-    fed.pids = {role: gw.pid for role, gw in fed.gateways.items()}
-    admin_token = workdir / "gateway.jwt"
-    must(
-        run_serai(
-            "gateway", "token", "issue", "--config", fed.configs["provider"],
-            "--role", "gateway-admin", "--subject", "reliability", "--out", admin_token,
-        )
-    )  # fmt: skip
-    must(
-        run_serai(
-            "acl", "grant", PROVIDER, BENCH_METHOD, CONSUMER,
-            "--gateway", str(at["provider"]["admin"]), "--token-file", admin_token,
-        )
-    )  # fmt: skip
-    return fed
 
 
 @contextlib.contextmanager
