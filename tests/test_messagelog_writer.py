@@ -297,3 +297,22 @@ async def test_a_held_read_is_noted_too(log: MessageLog, gate: Gate) -> None:
     assert size == 1
     assert log.oldest_in_flight() is None  # cleared before the read returned
     assert log.stuck_reason(0.0) is None
+
+
+async def test_reads_waiting_on_a_stuck_store_hold_no_thread_of_the_loop(
+    log: MessageLog, gate: Gate
+) -> None:
+    """Reads that queue behind one the store does not answer wait in the log's own reader
+    thread, not in the event loop's default executor: ``asyncio.to_thread`` (the
+    ``/metrics`` exposition, the other parts of the gateway) still runs meanwhile."""
+    gate.close()
+    gate.hold_reads = True
+    loop = asyncio.get_running_loop()
+    workers = getattr(loop, "_default_executor", None)
+    many = 2 * (getattr(workers, "_max_workers", 0) or 32) + 1  # more than it has threads
+    reads = [asyncio.create_task(log.tree_state()) for _ in range(many)]
+    await held(gate)
+    await asyncio.sleep(0.1)  # every read has been handed to a thread, if it is to be
+    assert await asyncio.wait_for(asyncio.to_thread(lambda: "ran"), WAIT_S) == "ran"
+    gate.open()
+    assert {size for size, _root in await asyncio.gather(*reads)} == {0}

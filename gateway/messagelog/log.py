@@ -28,8 +28,11 @@ Guarantees (each has a test in ``tests/test_messagelog_store.py`` or
    flight longer than a bound, and :meth:`MessageLog.refuse_if_stuck` refuses with
    ``log_unavailable`` at once meanwhile; the write itself commits when the database
    answers, or fails whole.
-5. **Nothing blocks the event loop.** Writes run in the writer thread, reads in worker
-   threads (``asyncio.to_thread``) on a connection of their own.
+5. **Nothing blocks the event loop.** Writes run in the writer thread, reads one at a
+   time in the log's own reader thread, on a connection of their own: reads queued
+   behind one the database does not answer wait there, holding none of the threads of
+   the loop's default executor (``asyncio.to_thread``), which the rest of the gateway
+   (the ``/metrics`` exposition among others) needs meanwhile.
 
 Assumptions: nobody but Serai writes the tables; one process per log id per SQLite file
 at a time is the usual case, though several (sharing PostgreSQL, or SQLite on one host)
@@ -39,6 +42,7 @@ serialise correctly on the database's lock.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import re
@@ -140,6 +144,10 @@ class MessageLog:
         self._options = options
         self._reader: Connection | None = None
         self._read_lock = threading.Lock()
+        #: Runs every read, one at a time (guarantee 5).
+        self._read_thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="messagelog-reader"
+        )
         #: The read on the reader connection now (set and cleared under ``_read_lock``).
         self._reading: InFlight | None = None
         self._closed = False
@@ -193,7 +201,9 @@ class MessageLog:
         self._closed = True
         self._writer.stop()
         await asyncio.to_thread(self._writer.join)
-        await asyncio.to_thread(self._close_reader)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._read_thread, self._close_reader)  # after queued reads
+        self._read_thread.shutdown(wait=False)
 
     # -- a write in flight (guarantee 4) ------------------------------------------------------
 
@@ -534,7 +544,8 @@ class MessageLog:
     async def _read(self, what: str, apply: Callable[[Connection], _T]) -> _T:
         if self._closed:
             raise LogUnavailableError(f"cannot {what}: the message log is closed")
-        return await asyncio.to_thread(self._read_blocking, what, apply)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_thread, self._read_blocking, what, apply)
 
     def _read_blocking(self, what: str, apply: Callable[[Connection], _T]) -> _T:
         """One read transaction on the reader connection (reconnecting if it was lost)."""
