@@ -1,12 +1,13 @@
 """Outages of the parts around the gateways (DESIGN §9, reliability), with real processes.
 
-A federation brought up on loopback with ``serai`` commands, as ``serai._benchfed``
-does: a development PKI with its OCSP responder and TSA, the registry, the echo provider
-IS (``tools/echo_provider.py``) on a port of its own choosing, a consumer gateway
-(``UZ/GOV/MINJUST/gw:main``, client ``property``) and a provider gateway
-(``UZ/GOV/CADASTRE/gw:main``, provider ``registry``). A plain grpcio client plays the
-consumer IS. Some settings are shortened so outages play out in test time, each the
-operator's own knob:
+The federation of ``serai bench``, brought up on loopback with ``serai`` commands by
+:func:`serai._benchfed.bring_up`: a development PKI with its OCSP responder and TSA, the
+registry, the echo provider IS (``tools/echo_provider.py``) on a port of its own
+choosing, a consumer gateway (``UZ/GOV/MINJUST/gw:main``, client ``property``) and a
+provider gateway (``UZ/GOV/CADASTRE/gw:main``, provider ``registry``). A plain grpcio
+client plays the consumer IS. Some settings are shortened so outages play out in test
+time, each the operator's own knob (set through ``bring_up``'s hooks and options before
+the process that reads it starts):
 
 * ``registry.toml``: ``configuration_validity_s`` (how long a published configuration is
   valid) and ``regeneration_interval_s`` (how often the registry re-signs it);
@@ -44,7 +45,6 @@ import contextlib
 import datetime as dt
 import os
 import re
-import shlex
 import socket
 import sys
 import time
@@ -65,19 +65,17 @@ from gateway.errors import SigningError
 from gateway.headers import request_header_for
 from gateway.runtime import StapledOCSP
 from gateway.signing import HeaderSigner
+from serai import _benchfed
+from serai._benchfed import ECHO_PROVIDER, Setup
 from serai._demoprocs import SERAI, Service, must, run_serai
 from serai.errors import ERROR_METADATA_KEY, ErrorCode
 from serai.identifiers import ServiceId, SubsystemId
-from serai.localprocs import free_port, wait_until_published
 from tests.opscheck import sample, scrape
 
 pytestmark = pytest.mark.timeout(900)
 
-ECHO_PROVIDER: Final = Path(__file__).resolve().parent.parent / "tools" / "echo_provider.py"
 CONSUMER: Final = "UZ/GOV/MINJUST/property"
 PROVIDER: Final = "UZ/GOV/CADASTRE/registry"
-CONSUMER_GW: Final = "UZ/GOV/MINJUST/gw:main"
-PROVIDER_GW: Final = "UZ/GOV/CADASTRE/gw:main"
 GET_PARCEL: Final = "/cadastre.v1.Cadastre/GetParcel"
 SLOW: Final = "/echo.v1.Echo/Slow"
 REACHED: Final = "/echo.v1.Echo/Reached"
@@ -260,103 +258,44 @@ def _set(path: Path, key: str, value: int) -> None:
 
 
 def bring_up(workdir: Path, services: list[Service]) -> Federation:
-    """Everything under ``workdir`` with the shortened settings; each process is appended
-    to ``services`` as it starts."""
-    (workdir / "logs").mkdir(parents=True, exist_ok=True)
-    ocsp_port, tsa_port = free_port(), free_port()
-    pki = workdir / "pki"
-    must(
-        run_serai(
-            "pki", "init", "--dir", pki, "--instance", "UZ",
-            "--ocsp-url", f"http://127.0.0.1:{ocsp_port}/",
-            "--tsa-url", f"http://127.0.0.1:{tsa_port}/",
-        )
-    )  # fmt: skip
-    reg = workdir / "registry"
-    must(
-        run_serai(
-            "registry", "init", "--dir", reg, "--instance", "UZ", "--pki", pki,
-            "--grpc-listen", f"127.0.0.1:{free_port()}",
-            "--http-listen", f"127.0.0.1:{free_port()}",
-        )
-    )  # fmt: skip
-    _set(reg / "registry.toml", "configuration_validity_s", CONF_VALIDITY_S)
-    _set(reg / "registry.toml", "regeneration_interval_s", CONF_REGENERATION_S)
+    """Everything under ``workdir`` with the shortened settings, by
+    :func:`serai._benchfed.bring_up` and its hooks; each process is appended to
+    ``services`` as it starts."""
+
+    def edit_registry(config: Path) -> None:
+        _set(config, "configuration_validity_s", CONF_VALIDITY_S)
+        _set(config, "regeneration_interval_s", CONF_REGENERATION_S)
+
+    def prepare(setup: Setup) -> None:
+        for config in setup.gateway_configs.values():
+            _set(config, "globalconf_refresh_interval_s", GLOBALCONF_REFRESH_S)
+            _set(config, "default_timeout_s", GATEWAY_TIMEOUT_S)
+
+    up = _benchfed.bring_up(
+        workdir,
+        services,
+        nginx=None,
+        max_in_flight=1,
+        say=lambda _: None,
+        ocsp_next_update_s=OCSP_NEXT_UPDATE_S,
+        edit_registry=edit_registry,
+        prepare=prepare,
+    )
+    started = {service.name: service for service in services}
     fed = Federation(
         workdir=workdir,
         services=services,
-        pki=pki,
-        registry_config=reg / "registry.toml",
-        ocsp_listen=f"127.0.0.1:{ocsp_port}",
-        echo_listen=f"127.0.0.1:{free_port()}",
-        consumer_is="",
+        pki=up.setup.pki,
+        registry_config=up.setup.registry_config,
+        ocsp_listen=up.setup.ocsp_listen,
+        echo_listen=up.direct,  # a restarted echo provider listens there again
+        consumer_is=up.gateways,
+        gateways={role: started[f"gateway-{role}"] for role in ("consumer", "provider")},
+        metrics={role: str(listening["metrics"]) for role, listening in up.listening.items()},
+        parts=started,
+        _starts=dict.fromkeys(started, 1),
     )
-    fed.start_ocsp()
-    tsa = fed.start(
-        "tsa",
-        [*SERAI, "pki", "tsa", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{tsa_port}"],
-        "tsa_stopped",
-    )
-    tsa.wait_for("tsa_listening")
-    fed.start_registry()
-    grpc_at = str(fed.parts["registry"].wait_for("registry_listening")["grpc"])
-    token = workdir / "registry.jwt"
-    must(
-        run_serai(
-            "registry", "token", "issue", "--config", reg / "registry.toml",
-            "--role", "registry-admin", "--subject", "outages", "--out", token,
-        )
-    )  # fmt: skip
-    env = {
-        **os.environ,
-        "SERAI_REGISTRY": grpc_at,
-        "SERAI_REGISTRY_TOKEN": token.read_text().strip(),
-    }
-    for member, name, subsystem in (
-        ("UZ/GOV/MINJUST", "Ministry of Justice", CONSUMER),
-        ("UZ/GOV/CADASTRE", "Cadastre Agency", PROVIDER),
-    ):
-        must(run_serai("registry", "member", "add", member, "--name", name, env=env))
-        must(run_serai("registry", "subsystem", "add", subsystem, env=env))
-    anchor = workdir / "anchor.bin"
-    must(run_serai("registry", "anchor", "--config", reg / "registry.toml", "--out", anchor))
-    fed.start_echo()
-
-    configs: dict[str, Path] = {}
-    for role, gateway_id, options in (
-        ("consumer", CONSUMER_GW, ["--client", CONSUMER]),
-        ("provider", PROVIDER_GW, ["--provider", f"{PROVIDER}={fed.echo_listen}"]),
-    ):
-        out = must(
-            run_serai(
-                "gateway", "init", "--dir", workdir / role, "--gateway-id", gateway_id,
-                "--pki", pki, "--anchor", anchor, "--peer-listen", f"127.0.0.1:{free_port()}",
-                "--is-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *options,
-            )
-        )  # fmt: skip
-        command = next(line for line in out.splitlines() if "serai registry gateway add" in line)
-        must(run_serai(*shlex.split(command)[1:], env=env))  # what `gateway init` says to run
-        configs[role] = workdir / role / "gateway.toml"
-        _set(configs[role], "globalconf_refresh_interval_s", GLOBALCONF_REFRESH_S)
-        _set(configs[role], "default_timeout_s", GATEWAY_TIMEOUT_S)
-    wait_until_published(anchor, {CONSUMER_GW, PROVIDER_GW})
-    for role in ("consumer", "provider"):
-        fed.gateways[role] = fed.start(
-            f"gateway-{role}",
-            [*SERAI, "gateway", "serve", "--config", str(configs[role])],
-            "gateway_stopped",
-        )
-    at = {role: gw.wait_for("gateway_listening") for role, gw in fed.gateways.items()}
-    fed.consumer_is = str(at["consumer"]["is"])
-    fed.metrics = {role: str(listening["metrics"]) for role, listening in at.items()}
-    admin_token = workdir / "gateway.jwt"
-    must(
-        run_serai(
-            "gateway", "token", "issue", "--config", configs["provider"],
-            "--role", "gateway-admin", "--subject", "outages", "--out", admin_token,
-        )
-    )  # fmt: skip
-    acl = ("--gateway", str(at["provider"]["admin"]), "--token-file", str(admin_token))
+    acl = ("--gateway", str(up.listening["provider"]["admin"]), "--token-file", str(up.admin_token))
     must(run_serai("acl", "grant", PROVIDER, GET_PARCEL, CONSUMER, *acl))
     must(run_serai("acl", "grant", PROVIDER, "echo.v1.Echo", CONSUMER, *acl))
     return fed
