@@ -332,6 +332,23 @@ def succeeds_eventually(
         time.sleep(0.5)
 
 
+def served_until_refused(
+    fed: Federation, *, within_s: float, pause_s: float, what: str
+) -> tuple[int, Outcome, float]:
+    """Calls, ``pause_s`` apart, until one is not served; (calls served before it, its
+    outcome, seconds from the first call to its end). Every call ends within its
+    deadline; still served after ``within_s``: fails with ``what``."""
+    started = time.monotonic()
+    served = 0
+    while True:
+        outcome = call(fed.consumer_is)
+        if outcome.status is not grpc.StatusCode.OK:
+            return served, outcome, time.monotonic() - started
+        served += 1
+        assert time.monotonic() - started < within_s, what
+        time.sleep(pause_s)
+
+
 def assert_serving(fed: Federation, times: int = 3) -> None:
     for _ in range(times):
         outcome = call(fed.consumer_is)
@@ -495,16 +512,10 @@ def test_registry_down_serves_until_expiry_then_globalconf_expired_then_recovers
 
     fed.stop("registry")
     try:
-        stopped = time.monotonic()
-        served = 0
-        while True:  # the gateways serve from their copy until its expires_at
-            outcome = call(fed.consumer_is)
-            if outcome.status is not grpc.StatusCode.OK:
-                break
-            served += 1
-            assert time.monotonic() - stopped < CONF_VALIDITY_S + RECOVER_S, "never expired"
-            time.sleep(0.5)
-        expired_after = time.monotonic() - stopped
+        # The gateways serve from their copy until its expires_at.
+        served, outcome, expired_after = served_until_refused(
+            fed, within_s=CONF_VALIDITY_S + RECOVER_S, pause_s=0.5, what="never expired"
+        )
         assert served >= 1, "the cached configuration was not served at all"
         assert_refused(outcome, grpc.StatusCode.UNAVAILABLE, "globalconf_expired")
         assert outcome.origin == "gateway"
@@ -558,16 +569,10 @@ def test_ocsp_responder_down_until_the_answers_expire_then_refused_then_recovers
     pids = fed.gateway_pids()
     assert_serving(fed)
     fed.stop("ocsp")
-    stopped = time.monotonic()
-    served = 0
-    while True:  # served while the stapled answers are within their nextUpdate
-        outcome = call(fed.consumer_is)
-        if outcome.status is not grpc.StatusCode.OK:
-            break
-        served += 1
-        assert time.monotonic() - stopped < OCSP_NEXT_UPDATE_S + RECOVER_S, "never refused"
-        time.sleep(1.0)
-    stale_after = time.monotonic() - stopped
+    # Served while the stapled answers are within their nextUpdate.
+    served, outcome, stale_after = served_until_refused(
+        fed, within_s=OCSP_NEXT_UPDATE_S + RECOVER_S, pause_s=1.0, what="never refused"
+    )
     assert served >= 1, "the cached OCSP answer was not used at all"
     # A gateway whose own answer is past its bound says so itself, as an outage
     # (UNAVAILABLE, retry later), rather than sending a signature its peer refuses. Only
