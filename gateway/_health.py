@@ -9,8 +9,8 @@ gateway is ready when
 3. its message log can be written (the last commit did not fail), no request to it (a
    batch, a tree-head write, a read) has been in flight longer than
    ``message_log_stuck_after_s`` (a store that neither answers nor fails: its process
-   stopped, the network black-holed), and no record has
-   waited longer than ``timestamping_overdue_s`` for a time-stamp;
+   stopped, the network black-holed), and no record has waited longer than
+   ``timestamping_overdue_s`` for a time-stamp;
 4. the OCSP response it staples to its signatures is younger than ``max_ocsp_age_s``
    (older, and peers refuse its messages with ``ocsp_stale``).
 
@@ -23,8 +23,8 @@ something significant changes: ``gateway_ready`` / ``gateway_not_ready`` (with t
 reasons), ``message_log_stuck`` / ``message_log_resumed`` (a log request in flight past
 ``message_log_stuck_after_s``, and its end), ``timestamping_failing`` /
 ``timestamping_recovered`` (the TSA outage seen from the tree-head scheduler),
-``certificate_expiring`` (a certificate in use expires
-within 30 days; repeated daily) and ``ocsp_stale``.
+``certificate_expiring`` (a certificate in use expires within 30 days; repeated daily)
+and ``ocsp_stale``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Readiness:
     ) -> None:
         self.globalconf = globalconf
         self.max_ocsp_age_s = max_ocsp_age_s
-        #: How long a message-log write may be in flight (``None``: not watched).
+        #: How long a message-log request may be in flight (``None``: not watched).
         self.log_stuck_after_s = log_stuck_after_s
         self.clock = clock
         self.gateway_log: GatewayLog | None = None

@@ -85,9 +85,10 @@ class WriterLimits:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InFlight:
-    """The write the writer thread is on: a batch of records, or a job."""
+    """A request to the store in flight: the writer's batch of records or job, or the
+    read on the log's reader connection (``MessageLog.oldest_in_flight``)."""
 
-    #: What it is, for an operator (``commit 3 record(s)``, ``store the tree head ...``).
+    #: What it does, for an operator (``commit 3 record(s)``, ``read the tree state``).
     what: str
     #: Records in the batch (0 for a job).
     records: int
