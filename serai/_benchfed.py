@@ -97,9 +97,9 @@ def bring_up(
     workdir: Path,
     services: list[Service],
     *,
-    nginx: Path | None,
-    max_in_flight: int,
-    say: Callable[[str], None],
+    nginx: Path | None = None,
+    max_in_flight: int = 1,
+    say: Callable[[str], None] = lambda _: None,
     gateway_workers: int = 1,
     ocsp_next_update_s: int | None = None,
     edit_registry: Callable[[Path], None] | None = None,
@@ -107,7 +107,9 @@ def bring_up(
     prepare: Callable[[Setup], None] | None = None,
 ) -> Federation:
     """Start everything under ``workdir``, appending each process to ``services``; each
-    gateway with ``gateway_workers`` worker processes (``serai gateway serve --workers``).
+    gateway with ``gateway_workers`` worker processes (``serai gateway serve --workers``);
+    with ``nginx``, the nginx pair sized for ``max_in_flight`` calls; ``say`` tells the
+    progress (by default to no one).
 
     For the test kits (module docstring): ``ocsp_next_update_s`` is the responder's
     ``--next-update-s``; ``edit_registry`` gets ``registry.toml`` before the registry

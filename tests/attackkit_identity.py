@@ -513,9 +513,6 @@ def start_federation(
         up = bring_up(
             workdir,
             services,
-            nginx=None,
-            max_in_flight=1,
-            say=lambda _: None,
             edit_registry=edit_registry,
             prepare=prepare,
         )

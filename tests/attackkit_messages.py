@@ -170,9 +170,6 @@ def bring_up(workdir: Path, services: list[Service]) -> AttackFederation:
     up = _benchfed.bring_up(
         workdir,
         services,
-        nginx=None,
-        max_in_flight=1,
-        say=lambda _: None,
         gateway_options={"consumer": ("--client", str(ARCHIVE))},
         prepare=prepare,
     )

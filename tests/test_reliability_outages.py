@@ -274,9 +274,6 @@ def bring_up(workdir: Path, services: list[Service]) -> Federation:
     up = _benchfed.bring_up(
         workdir,
         services,
-        nginx=None,
-        max_in_flight=1,
-        say=lambda _: None,
         ocsp_next_update_s=OCSP_NEXT_UPDATE_S,
         edit_registry=edit_registry,
         prepare=prepare,

@@ -143,9 +143,6 @@ def bring_up(
     up = _benchfed.bring_up(
         workdir,
         services,
-        nginx=None,
-        max_in_flight=1,
-        say=lambda _: None,
         gateway_options={
             role: ("--message-log-url", url) for role, url in (log_urls or {}).items()
         },
