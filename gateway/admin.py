@@ -5,19 +5,26 @@ GetStatus over a :class:`~gateway.aclstore.SqlAclStore` and an
 :class:`~gateway.commit.ExchangeLog`; :class:`AdminServer` runs it on its own port with
 the gRPC health and reflection services. The other rpcs of the service (subsystem
 settings, tree heads, proofs, evidence export) belong to the message log and are
-answered UNIMPLEMENTED until it lands.
+answered UNIMPLEMENTED, after authentication, until it lands (there is no
+``x-road-error`` code for UNIMPLEMENTED, so that answer carries none).
+
+The port parses the request bytes itself (:func:`_add_service`), not grpc's generated
+deserializer: bytes that are not the rpc's request message are refused with
+``invalid_request`` after authentication, instead of grpc's UNKNOWN naming the
+parser's exception.
 
 Guarantees of every rpc:
 
 1. Authentication first: the ``authorization: Bearer <jwt>`` metadata must verify
    (:class:`serai.tokens.TokenVerifier`, audience ``serai-gateway:<gateway id>``), else
    UNAUTHENTICATED; changes need the role ``gateway-admin``, reads ``observer`` or
-   ``gateway-admin``, else PERMISSION_DENIED. Nothing is parsed or read before that.
+   ``gateway-admin``, else PERMISSION_DENIED. Nothing is parsed or read before that,
+   not even the request bytes, and the unimplemented rpcs check it too.
 2. Refusals are sent in one place (:func:`serai.rpcerrors.abort_with`): the status
    comes from :func:`serai.errors.grpc_status_for`, the trailing metadata
    ``x-road-error`` carries ``origin:code:message``, and the message names the request
-   field. An unexpected exception is logged and sent as INTERNAL ``internal error``:
-   never a stack trace.
+   field. An unexpected exception, wherever it is raised in an rpc, is logged and sent
+   as INTERNAL ``internal error``: never a stack trace, never grpc's UNKNOWN.
 3. Every accepted change is recorded twice, in this order: by the store, in the same
    transaction as the change (its audit entry, actor = the token's ``sub``), and then in
    the message log as the change's ``ADMIN_CHANGE`` record
@@ -44,6 +51,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.acl import AccessRule, AccessTarget
@@ -85,6 +94,10 @@ SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name
 
 _WRITE: Final = frozenset({ROLE_ADMIN})
 _READ: Final = frozenset({ROLE_ADMIN, ROLE_OBSERVER})
+#: The rpcs that change something (role ``gateway-admin``); every other one reads.
+_CHANGES: Final = frozenset({"GrantAccess", "RevokeAccess", "SetSubsystemSettings"})
+#: The rpcs :class:`GatewayAdminService` implements; the others answer UNIMPLEMENTED.
+_IMPLEMENTED: Final = frozenset({"GrantAccess", "RevokeAccess", "ListAccess", "GetStatus"})
 _MAX_MESSAGE_BYTES: Final = 1024 * 1024
 _NO_RUNTIME: Final = "the exchange runtime does not report to this admin API (not running)"
 
@@ -382,7 +395,7 @@ class AdminServer:
         """Bind the port and start serving."""
         server, health_servicer = management_server(
             service_name=SERVICE_NAME,
-            add_servicer=lambda srv: pb_grpc.add_GatewayAdminServicer_to_server(self.service, srv),
+            add_servicer=lambda srv: _add_service(self.service, srv),
             max_receive_bytes=_MAX_MESSAGE_BYTES,
         )
         host, port = self._listen
@@ -404,6 +417,63 @@ class AdminServer:
             self._server = None
         if self._own_executor:
             self._executor.shutdown(wait=True)
+
+
+def _add_service(service: GatewayAdminService, server: grpc.aio.Server) -> None:
+    """Register ``service`` as the generated code does, except that each rpc first
+    authenticates the caller, then parses the request bytes itself (see the module
+    docstring), and that no exception of an rpc reaches grpc (which would answer UNKNOWN
+    with its text)."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["GatewayAdmin"].methods:
+        request_type: Any = message_factory.GetMessageClass(method.input_type)
+        response_type: Any = message_factory.GetMessageClass(method.output_type)
+        roles = _WRITE if method.name in _CHANGES else _READ
+        implementation = getattr(service, method.name) if method.name in _IMPLEMENTED else None
+        handle = _parsing(service, method.name, implementation, request_type, roles)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                handle, response_serializer=response_type.SerializeToString
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                handle, response_serializer=response_type.SerializeToString
+            )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+
+def _parsing(
+    service: GatewayAdminService,
+    name: str,
+    implementation: Callable[[Any, Context], Any] | None,
+    request_type: Any,
+    roles: frozenset[str],
+) -> Callable[[bytes, Context], Any]:
+    async def handle(raw: bytes, context: Context) -> Any:  # noqa: RET503  (abort_with raises)
+        error: SeraiError
+        try:
+            service._authenticate(context, roles)
+            try:
+                request = request_type.FromString(raw)
+            except DecodeError as exc:
+                raise _invalid(
+                    f"the request is not a serialized {request_type.DESCRIPTOR.name}: {exc}"
+                ) from exc
+            if implementation is None:
+                await context.abort(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"{name} is not implemented by this gateway's admin API yet",
+                )
+            return await implementation(request, context)
+        except grpc.aio.AbortError:
+            raise  # the rpc ended with its answer (abort_with or the abort above)
+        except SeraiError as exc:
+            error = exc
+        except Exception as exc:  # noqa: BLE001  (reported as INTERNAL, never on the wire)
+            error = internal_error(exc, event="gateway_admin_internal_error")
+        await abort_with(context, error)
+
+    return handle
 
 
 def _parsed(parse: Callable[[str], _T], text: str, where: str) -> _T:

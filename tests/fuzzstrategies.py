@@ -467,3 +467,64 @@ def resolve(item: Item, valid: bytes) -> bytes:
     if kind == "append":
         return valid + bytes(value)
     return bytes(value)
+
+
+# -- hostile text for the string fields of well-formed messages -------------------------
+
+#: Characters a huge text is made of, each at most 250,000 UTF-8 bytes long in total so
+#: that a request of three such fields stays under a server's 1 MiB receive limit.
+_HUGE_CHARS = ("a", "/", ".", "\u00e9", "\u0130", "\U0001f600", "\x00")
+_HUGE_SIZES = (256, 257, 511, 4_097, 65_536, 250_000)
+_ODD_TEXTS = (
+    "",
+    " ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\x00",
+    "\x7f",
+    "\u202e",
+    "\ufeff",
+    "\u200b",
+    "\u00e9",
+    "\U0001f600",
+    "..",
+    "/",
+    "//",
+    "-1",
+    "0",
+    "18446744073709551615",
+    "%00",
+    "' OR '1'='1",
+    "Robert'); DROP TABLE acl_rules;--",
+    "{}",
+    "null",
+)
+
+
+def hostile_texts(valid: Sequence[str]) -> st.SearchStrategy[str]:
+    """Text for a string field: :func:`identifier_texts`, huge runs of one character
+    (ASCII, non-ASCII, astral, NUL), odd short values (empty, whitespace, controls,
+    bidi and zero-width characters, numbers, SQL), and valid values padded, re-cased
+    or with a character appended. Never a lone surrogate (protobuf cannot carry one)."""
+    return st.one_of(
+        identifier_texts(valid),
+        st.builds(
+            lambda c, n: c * (n // len(c.encode("utf-8"))),
+            st.sampled_from(_HUGE_CHARS),
+            st.sampled_from(_HUGE_SIZES),
+        ),
+        st.sampled_from(_ODD_TEXTS),
+        st.builds(
+            lambda base, how, extra: {
+                "pad": f" {base} ",
+                "lower": base.lower(),
+                "upper": base.upper(),
+                "append": base + extra,
+                "prepend": extra + base,
+            }[how],
+            st.sampled_from(list(valid)),
+            st.sampled_from(["pad", "lower", "upper", "append", "prepend"]),
+            st.sampled_from(["\x00", "/", " ", "\u00e9", "\n", "x"]),
+        ),
+    ).map(Text)
