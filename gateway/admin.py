@@ -11,7 +11,10 @@ answered UNIMPLEMENTED, after authentication, until it lands (there is no
 The port parses the request bytes itself (:func:`_add_service`), not grpc's generated
 deserializer: bytes that are not the rpc's request message are refused with
 ``invalid_request`` after authentication, instead of grpc's UNKNOWN naming the
-parser's exception.
+parser's exception. Likewise the port sets no gRPC receive limit: a request over
+1 MiB is refused by the rpc, after authentication, with ``message_too_large``, not by
+grpc with a bare RESOURCE_EXHAUSTED (grpc's limit bounds no memory anyway: it reads the
+whole message first; see SECURITY.md).
 
 Guarantees of every rpc:
 
@@ -98,6 +101,7 @@ _READ: Final = frozenset({ROLE_ADMIN, ROLE_OBSERVER})
 _CHANGES: Final = frozenset({"GrantAccess", "RevokeAccess", "SetSubsystemSettings"})
 #: The rpcs :class:`GatewayAdminService` implements; the others answer UNIMPLEMENTED.
 _IMPLEMENTED: Final = frozenset({"GrantAccess", "RevokeAccess", "ListAccess", "GetStatus"})
+#: Largest request an rpc takes (its own check: the port sets no gRPC receive limit).
 _MAX_MESSAGE_BYTES: Final = 1024 * 1024
 _NO_RUNTIME: Final = "the exchange runtime does not report to this admin API (not running)"
 
@@ -396,7 +400,7 @@ class AdminServer:
         server, health_servicer = management_server(
             service_name=SERVICE_NAME,
             add_servicer=lambda srv: _add_service(self.service, srv),
-            max_receive_bytes=_MAX_MESSAGE_BYTES,
+            max_receive_bytes=-1,  # each rpc checks _MAX_MESSAGE_BYTES (module docstring)
         )
         host, port = self._listen
         try:
@@ -453,6 +457,13 @@ def _parsing(
         error: SeraiError
         try:
             service._authenticate(context, roles)
+            if len(raw) > _MAX_MESSAGE_BYTES:
+                raise GatewayError(
+                    f"the request is {len(raw)} bytes; the admin API takes at most "
+                    f"{_MAX_MESSAGE_BYTES} bytes",
+                    code=ErrorCode.MESSAGE_TOO_LARGE,
+                    origin=Origin.CLIENT,
+                )
             try:
                 request = request_type.FromString(raw)
             except DecodeError as exc:

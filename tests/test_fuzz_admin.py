@@ -13,23 +13,28 @@ calls every rpc of ``serai.admin.v1.GatewayAdmin`` on the gateway's admin port w
   unknown enum values, oneofs left unset;
 - hostile credentials: no ``authorization`` metadata, other schemes, mutated tokens,
   tokens signed by another key, for another audience, expired, without a role, with an
-  unknown role, an observer's token for a change, and tokens whose subject is empty of
-  meaning (huge, non-ASCII).
+  unknown role, an observer's token for a change, and tokens whose subject is hostile
+  text (control characters, non-ASCII; at most 300 characters, so that the token stays
+  under the 8 KiB of request metadata grpc core accepts before any handler runs).
 
 The property of every answer (DESIGN §4, ``gateway.admin`` guarantees 1-3): it is OK,
 or a refusal whose status is :func:`serai.errors.grpc_status_for` of the code in its
 ``x-road-error`` trailer, one of the codes the admin API documents; never UNKNOWN or
 INTERNAL, never a Python exception or stack trace in the details. A caller without a
 valid token gets UNAUTHENTICATED (``client:unauthenticated``) from every rpc, whatever
-the bytes, and one without the role PERMISSION_DENIED (``client:permission_denied``).
-Only the message-log rpcs the gateway does not implement yet answer UNIMPLEMENTED, and
-only to an authenticated caller with the role and a request that parses (there is no
-``x-road-error`` code for it). A refused change writes nothing: the access rules
-(ListAccess) and the message log's size (GetStatus) are unchanged; an accepted one
-adds exactly its rule (or removes it) and one log record. After the fuzzing the gateway
-process is still running and still answers.
+the bytes, and one without the role PERMISSION_DENIED (``client:permission_denied``);
+after that, bytes that do not parse are ``invalid_request`` and a request over 1 MiB
+``message_too_large``. Only the message-log rpcs the gateway does not implement yet
+answer UNIMPLEMENTED, and only to an authenticated caller with the role and a request
+that parses (there is no ``x-road-error`` code for it). A refused change writes
+nothing: the access rules (ListAccess) and the message log's size (GetStatus) are
+unchanged; an accepted one adds exactly its rule (or removes it) and one log record.
+After the fuzzing the gateway process is still running and still answers.
 
-The default run fires a modest number of inputs; the ``slow`` variant hundreds.
+The default run fires 100 inputs per fuzz test; the ``slow`` twins 500 (times
+``SERAI_FUZZ_DEEP``). The regression tests pin each defect the fuzzing found; the one
+about an exception outside the guarded path runs an in-process ``AdminServer`` (a
+running gateway cannot be made to fail there).
 """
 
 from __future__ import annotations
@@ -86,6 +91,8 @@ _REQUEST_TYPES: Final[dict[str, Any]] = {
     name: message_factory.GetMessageClass(_SERVICE.methods_by_name[name].input_type)
     for name in _METHODS
 }
+#: Largest request the admin API takes.
+_MAX_REQUEST_BYTES: Final = 1024 * 1024
 _STREAMING: Final = frozenset(m.name for m in _SERVICE.methods if m.server_streaming)
 _CHANGES: Final = frozenset({"GrantAccess", "RevokeAccess", "SetSubsystemSettings"})
 _IMPLEMENTED: Final = frozenset({"GrantAccess", "RevokeAccess", "ListAccess", "GetStatus"})
@@ -97,6 +104,7 @@ ADMIN_CODES: Final = {
     ErrorCode.NOT_FOUND,
     ErrorCode.UNAUTHENTICATED,
     ErrorCode.PERMISSION_DENIED,
+    ErrorCode.MESSAGE_TOO_LARGE,
 }
 
 _HEALTH = [
@@ -419,6 +427,8 @@ def _check(method: str, raw: bytes, answer: Answer, *, authenticated: bool, role
         assert name == "unauthenticated", answer
     elif not allowed:
         assert name == "permission_denied", answer
+    elif len(raw) > _MAX_REQUEST_BYTES:
+        assert name == "message_too_large", answer
     elif not _parses(method, raw):
         assert name == "invalid_request", answer
         assert message.startswith("the request is not a serialized "), answer
@@ -645,3 +655,32 @@ def test_an_exception_outside_the_guarded_work_is_internal_not_unknown(tmp_path:
     assert answer.code is grpc.StatusCode.INTERNAL, answer
     assert answer.details == "internal error", answer
     assert answer.error == "gateway:internal:internal error", answer
+
+
+def test_a_request_over_one_mib_is_refused_with_its_code_after_authentication(
+    admin: Admin,
+) -> None:
+    """Regression (fixed in gateway/admin): the port's gRPC receive limit answered a
+    request over 1 MiB with a bare RESOURCE_EXHAUSTED, no ``x-road-error``, to callers
+    without a token too."""
+    request = pb.ListAccessRequest(provider_subsystem="a" * _MAX_REQUEST_BYTES)
+    raw = request.SerializeToString()
+    answer = admin.call("ListAccess", raw, f"Bearer {admin.observer_token}")
+    assert answer.code is grpc.StatusCode.RESOURCE_EXHAUSTED, answer
+    assert answer.error is not None
+    assert answer.error.startswith(
+        f"client:message_too_large:the request is {len(raw)} bytes; the admin API takes at "
+        f"most {_MAX_REQUEST_BYTES} bytes"
+    ), answer
+    before = admin.state()
+    grant = pb.GrantAccessRequest(rule=pb.AccessRule(provider_subsystem=PROVIDER))
+    grant.rule.method = GET_PARCEL
+    grant.rule.subject.subsystem = "UZ/GOV/MINJUST/property"
+    raw = grant.SerializeToString() + fz.field(15, b"x" * _MAX_REQUEST_BYTES)  # unknown field
+    answer = admin.call("GrantAccess", raw, f"Bearer {admin.admin_token}")
+    assert answer.code is grpc.StatusCode.RESOURCE_EXHAUSTED, answer
+    assert admin.state() == before
+    answer = admin.call("GrantAccess", raw, None)
+    assert answer.code is grpc.StatusCode.UNAUTHENTICATED, answer
+    assert answer.error == "client:unauthenticated:missing authorization metadata (Bearer token)"
+    _still_serves(admin)
