@@ -37,9 +37,12 @@ from gateway.messagelog._verifycache import (
 from gateway.messagelog.timeline import ConfigurationTimeline
 from gateway.messagelog.verify import EvidenceVerifier, Failure
 from gateway.signing import HeaderSigner
+from registry.codec import decode_configuration, encode_configuration
+from registry.signing import sign_configuration, verify_signed_configuration
 from tests.messagelogharness import LOG_ID, Source, exchange_records
 
 _US = dt.timedelta(microseconds=1)
+_T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +318,56 @@ def test_in_force_by_cell_is_the_timeline_answer(source: Source) -> None:
     ):
         assert cells.at(at) == held.in_force(at), at
     assert cells.at(snapshot.expires_at) == []
+
+
+def test_in_force_over_many_configurations_is_the_timeline_answer(source: Source) -> None:
+    """Overlapping windows of different lengths, serials out of generation order and
+    one long-lived configuration: at every bound, and a microsecond either side, the
+    answer is in_force's, in its order, from cells seen before or not; a configuration
+    added later is taken into account."""
+    ca = source.pki.issuing_ca()
+    key = generate_private_key()
+    cert = ca.issue(Profile.CONFIGURATION_SIGNING, "UZ test registry", key.public_key())
+    base = decode_configuration(
+        verify_signed_configuration(
+            source.envelope, signing_certificates=source.anchor.signing_certificates
+        )
+    )
+    anchor = dataclasses.replace(
+        source.anchor, signing_certificates=(cert.public_bytes(serialization.Encoding.DER),)
+    )
+
+    def sign(serial: int, start_min: int, minutes: int) -> bytes:
+        generated = _T0 + dt.timedelta(minutes=start_min)
+        configuration = dataclasses.replace(
+            base,
+            serial=serial,
+            generated_at=generated,
+            expires_at=generated + dt.timedelta(minutes=minutes),
+        )
+        return sign_configuration(encode_configuration(configuration), key=key, certificate=cert)
+
+    held = ConfigurationTimeline(anchor)
+    cells = InForce(held)
+    windows = [(1, 0, 10), (2, 1, 10), (3, 5, 120), (4, 3, 2), (6, 20, 10), (5, 21, 1), (7, 40, 1)]
+    for serial, start, minutes in windows:
+        held.add(sign(serial, start, minutes))
+    late = sign(8, 50, 5)
+    for growth in (False, True):
+        if growth:
+            held.add(late)
+        instants = sorted(
+            {
+                t + d
+                for e in held.configurations
+                for t in (e.snapshot.generated_at, e.snapshot.expires_at)
+                for d in (-_US, dt.timedelta(0), _US)
+            }
+        )
+        for at in [*instants, *reversed(instants)]:
+            assert cells.at(at) == held.in_force(at), at
+            assert InForce(held).at(at) == held.in_force(at), at  # no cell seen before
+    assert [e.serial for e in cells.at(_T0 + dt.timedelta(minutes=52))] == [8, 3]
 
 
 def test_in_force_is_recomputed_when_the_timeline_grows(source: Source) -> None:

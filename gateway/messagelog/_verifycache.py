@@ -45,7 +45,10 @@ Rules:
    :meth:`~gateway.messagelog.timeline.ConfigurationTimeline.in_force` depends on ``at``
    only through its comparisons with each held configuration's ``generated_at`` and
    ``expires_at``; it is remembered per cell of those instants (as in rule 3) and
-   forgotten whenever the timeline holds another number of configurations.
+   forgotten whenever the timeline holds another number of configurations. It is
+   computed as ``in_force`` defines it (``generated_at <= at < expires_at``, highest
+   serial first), looking only at configurations generated after ``at`` less the
+   longest validity held: any other has expired by ``at``.
 7. **Bounds.** Each table keeps at most ``max_entries`` keys, least recently used
    dropped first; a key's cells are bounded by its constants. One verifier owns its
    caches (one thread); nothing is shared between verifications.
@@ -286,37 +289,62 @@ class Members:
 
 
 class InForce:
-    """:meth:`ConfigurationTimeline.in_force` by cell of time (rule 6)."""
+    """:meth:`ConfigurationTimeline.in_force` by cell of time (rule 6), found among the
+    configurations generated less than the longest validity before ``at`` (a year of
+    configurations, one a minute, is half a million)."""
 
-    __slots__ = ("_bounds", "_by_cell", "_held", "_timeline")
+    __slots__ = ("_bounds", "_by_cell", "_by_start", "_held", "_longest", "_starts", "_timeline")
 
     def __init__(self, timeline: ConfigurationTimeline) -> None:
         self._timeline = timeline
         self._held = -1
         self._bounds: tuple[dt.datetime, ...] = ()
         self._by_cell: dict[Cell, list[ArchivedConfiguration]] = {}
+        self._by_start: list[ArchivedConfiguration] = []
+        self._starts: list[dt.datetime] = []
+        self._longest = dt.timedelta(0)
 
     def at(self, at: dt.datetime) -> list[ArchivedConfiguration]:
         """The configurations in force at ``at``, newest first (a list not to change)."""
         if at.utcoffset() is None:
             return self._timeline.in_force(at)
         if len(self._timeline) != self._held:
-            self._held = len(self._timeline)
-            self._bounds = tuple(
-                sorted(
-                    {
-                        t
-                        for e in self._timeline.configurations
-                        for t in (e.snapshot.generated_at, e.snapshot.expires_at)
-                    }
-                )
-            )
-            self._by_cell = {}
+            self._index()
         cell = time_cell(self._bounds, at)
         found = self._by_cell.get(cell)
         if found is None:
-            found = self._timeline.in_force(at)
+            found = self._in_force(at)
             if len(self._by_cell) >= DEFAULT_MAX_ENTRIES:
                 self._by_cell.clear()
             self._by_cell[cell] = found
         return found
+
+    def _index(self) -> None:
+        held = self._timeline.configurations
+        self._held = len(held)
+        self._by_start = sorted(held, key=lambda e: e.snapshot.generated_at)
+        self._starts = [e.snapshot.generated_at for e in self._by_start]
+        self._longest = max(
+            [dt.timedelta(0), *(e.snapshot.expires_at - e.snapshot.generated_at for e in held)]
+        )
+        self._bounds = tuple(
+            sorted({t for e in held for t in (e.snapshot.generated_at, e.snapshot.expires_at)})
+        )
+        self._by_cell = {}
+
+    def _in_force(self, at: dt.datetime) -> list[ArchivedConfiguration]:
+        """What ``in_force(at)`` answers: those with ``generated_at <= at < expires_at``
+        by serial, newest first. One generated at or before ``at - longest`` expired by
+        ``at``, so the search stops there."""
+        try:
+            oldest = at - self._longest
+        except OverflowError:
+            return self._timeline.in_force(at)
+        found = []
+        position = bisect.bisect_right(self._starts, at)  # generated_at <= at before it
+        while position > 0 and self._starts[position - 1] > oldest:
+            position -= 1
+            entry = self._by_start[position]
+            if at < entry.snapshot.expires_at:
+                found.append(entry)
+        return sorted(found, key=lambda e: e.serial, reverse=True)

@@ -364,9 +364,9 @@ class EvidenceVerifier:
         """Every approved root, the other certificates the configurations list (CA
         intermediates, TSA chains), and the DER of all of them; kept until the timeline
         grows (a live log has a head per second)."""
+        if self._tsa_cache is not None and self._tsa_cache[0] == len(self._timeline):
+            return self._tsa_cache[1]  # (``configurations`` sorts them all: not per head)
         configurations = self._timeline.configurations
-        if self._tsa_cache is not None and self._tsa_cache[0] == len(configurations):
-            return self._tsa_cache[1]
         roots = _unique_certs(r for e in configurations for r in e.snapshot.trust_store.roots)
         untrusted = _unique_certs(
             [
