@@ -115,6 +115,8 @@ async def test_a_batch_sent_to_a_frozen_server_is_seen_stuck_then_commits_whole(
 ) -> None:
     log, dsn = pg_log
     assert await log.append(admin("before")) == 0
+    # The writer clears its note just after settling the appender.
+    await until("the writer is idle", lambda: log.oldest_in_flight() is None or None)
     assert log.stuck_reason(0.0) is None
     with cluster.frozen():
         appending = asyncio.create_task(log.append_all([admin("f-0"), admin("f-1")]))
