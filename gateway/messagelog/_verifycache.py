@@ -34,11 +34,12 @@ Rules:
 4. **Protected headers** (:class:`ProtectedHeaders`, used by
    :mod:`gateway.messagelog._headerjws`): key, the exact protected-header part of the
    JWS, the expected ``typ`` and the DER of every certificate of the record's chain;
-   value, the leaf's public key. Everything :func:`~gateway.messagelog._headerjws.verify_header_jws`
-   checks before the payload (encoding, members, ``typ``, ``x5c`` against the chain,
-   the leaf parsing, its key and ``alg``) is a function of that key; the payload, the
-   signature and its verification over the exact signing input are checked on every
-   record, and the leaf is parsed afresh for each.
+   value, the leaf's public key. Everything
+   :func:`~gateway.messagelog._headerjws.verify_header_jws` checks before the payload
+   (encoding, members, ``typ``, ``x5c`` against the chain, the leaf parsing, its key and
+   ``alg``) is a function of that key; the payload, the signature and its verification
+   over the exact signing input are checked on every record, and the leaf is parsed
+   afresh for each.
 5. **Members** (:class:`Members`): key, the leaf's DER; value, what
    :func:`certs.validation.member_of` read from it (a refusal is not remembered).
 6. **Configurations in force** (:class:`InForce`): the answer of
