@@ -74,34 +74,42 @@ class _SqlStoreCore:
             check_name("action of a change", change.action)
         with self._transaction(change.action, write=True) as db:
             # First statement: on PostgreSQL its row lock serialises writers (see docstring).
-            sequence = int(
-                db.rows(
-                    "UPDATE counters SET value = value + 1 WHERE name = 'audit' RETURNING value"
-                )[0][0]
-            )
             now = self._now()
+            entry = self._audit_next(db, change, target, now)
             apply(db, now)
-            entry = AuditEntry(
-                sequence=sequence,
-                at=now,
-                actor=change.actor,
-                action=change.action,
-                target=target,
-                details=change.details,
-            )
-            db.execute(
-                "INSERT INTO audit_log (sequence, at, actor, action, target, details) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    entry.sequence,
-                    self._dialect.time_to_db(entry.at),
-                    entry.actor,
-                    entry.action,
-                    entry.target,
-                    entry.details,
-                ),
-            )
+            self._audit_insert(db, entry)
         return entry
+
+    @staticmethod
+    def _audit_next(db: _Connection, change: Change, target: str, now: dt.datetime) -> AuditEntry:
+        """The next audit entry of ``change`` (its sequence taken from the counter row)."""
+        sequence = int(
+            db.rows("UPDATE counters SET value = value + 1 WHERE name = 'audit' RETURNING value")[
+                0
+            ][0]
+        )
+        return AuditEntry(
+            sequence=sequence,
+            at=now,
+            actor=change.actor,
+            action=change.action,
+            target=target,
+            details=change.details,
+        )
+
+    def _audit_insert(self, db: _Connection, entry: AuditEntry) -> None:
+        db.execute(
+            "INSERT INTO audit_log (sequence, at, actor, action, target, details) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                entry.sequence,
+                self._dialect.time_to_db(entry.at),
+                entry.actor,
+                entry.action,
+                entry.target,
+                entry.details,
+            ),
+        )
 
     @contextlib.contextmanager
     def _transaction(self, operation: str, *, write: bool = False) -> Iterator[_Connection]:

@@ -7,6 +7,7 @@ Registry-host commands (read ``registry.toml``)::
     serai registry serve --config D/registry.toml
     serai registry anchor --config D/registry.toml --out anchor.bin
     serai registry token issue --config D/registry.toml --role registry-admin --subject alice
+    serai registry conflog prune --config D/registry.toml --before 2026-01-01|400d
 
 Client commands (talk gRPC to ``--registry HOST:PORT``, default ``$SERAI_REGISTRY`` or
 127.0.0.1:4400, with the bearer token of ``--token-file`` or ``$SERAI_REGISTRY_TOKEN``):
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -45,6 +47,7 @@ from certs.keys import (
 )
 from certs.pkidir import PKIDirectory
 from certs.profiles import Profile
+from registry._conflogprune import PRUNE_ACTION
 from registry.codec import TrustAnchor, ca_to_proto, encode_anchor, tsa_to_proto
 from registry.config import (
     CONFIG_FILE_NAME,
@@ -84,6 +87,8 @@ __all__ = ["open_store", "register"]
 DEFAULT_REGISTRY: Final = "127.0.0.1:4400"
 _CALL_TIMEOUT_S: Final = 30.0
 _STOP_GRACE_S: Final = 5.0
+#: Largest ``--before`` in days (a cut-off before year 1 would not be a date).
+_MAX_DAYS: Final = 100_000
 
 
 def register(subparsers: Any) -> None:
@@ -153,6 +158,30 @@ def _register_host_commands(sub: Any) -> None:
     )
     issue.add_argument("--out", type=Path, help="write the token to this file (mode 0600)")
     issue.set_defaults(handler=_cmd_token_issue)
+
+    conflog = sub.add_parser("conflog", help="the configuration log: retention")
+    conflog_sub = conflog.add_subparsers(dest="conflog_command", metavar="COMMAND", required=True)
+    prune = conflog_sub.add_parser(
+        "prune",
+        help="drop the envelopes of old configuration-log entries (hashes, heads and "
+        "time-stamps stay, so every proof still verifies)",
+        description="Drop the envelope bytes of the configuration log's entries appended "
+        "before the cut-off, keeping every leaf hash, node, signed head and time-stamp. "
+        "The newest entry, unexpired configurations and entries no time-stamped head "
+        "covers are never pruned. Safe while the registry runs; pruning twice is "
+        "harmless. See docs/registry.md.",
+    )
+    prune.add_argument("--config", required=True, type=Path, help="registry.toml")
+    prune.add_argument(
+        "--before",
+        required=True,
+        type=_cutoff,
+        metavar="DATE|DAYS",
+        help="entries appended before DATE (ISO 8601 date or time; UTC unless it has an "
+        "offset), or more than DAYS days ago (400 or 400d)",
+    )
+    prune.add_argument("--json", action="store_true", help="print the result as JSON")
+    prune.set_defaults(handler=_cmd_conflog_prune)
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -287,6 +316,7 @@ async def _serve(
                 http_listen=config.http_listen,
                 regeneration_interval_s=config.regeneration_interval_s,
                 metrics_listen=config.metrics_listen,
+                conflog_keep_envelopes_days=config.conflog_keep_envelopes_days,
             )
             with termination_event() as stop:
                 await server.start()
@@ -351,6 +381,59 @@ def _cmd_token_issue(args: argparse.Namespace) -> int:
         out=args.out,
     )
     return 0
+
+
+def _cmd_conflog_prune(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = open_store(config)
+    try:
+        result = store.conflog_prune(
+            before=args.before,
+            change=Change(actor="local", action=PRUNE_ACTION),
+        )
+    finally:
+        store.close()
+    if args.json:
+        fields = dataclasses.asdict(result)
+        fields["before"] = result.before.isoformat()
+        print(json.dumps(fields, sort_keys=True))
+        return 0
+    before = result.before.isoformat()
+    if result.pruned:
+        print(
+            f"pruned {result.pruned} envelopes of the configuration log appended before "
+            f"{before} (entries {result.first_index} to {result.last_index})"
+        )
+    else:
+        print(f"pruned nothing: no envelope appended before {before} may be pruned")
+    total = result.kept_total + result.pruned_total
+    print(f"  entries: {total}, kept whole: {result.kept_total}, pruned: {result.pruned_total}")
+    if result.protected:
+        print(
+            f"  kept although before the cut-off: {result.protected} (the newest entry, "
+            "unexpired configurations, and entries beyond the newest time-stamped head, "
+            f"size {result.timestamped_size})"
+        )
+    if not result.timestamped_size:
+        print("  no head of the log has a time-stamp yet: nothing can be pruned before one has")
+    return 0
+
+
+def _cutoff(text: str) -> dt.datetime:
+    """``--before``: a number of days ago (``400``, ``400d``) or an ISO 8601 date or time
+    (UTC unless it carries an offset)."""
+    days = text.removesuffix("d")
+    if days.isdecimal():
+        if not 0 < int(days) <= _MAX_DAYS:
+            raise argparse.ArgumentTypeError(f"expected 1 to {_MAX_DAYS} days, got {text!r}")
+        return dt.datetime.now(dt.UTC) - dt.timedelta(days=int(days))
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 date or time, or a number of days, got {text!r}"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def _signing_key(config: RegistryConfig) -> tuple[PrivateKey, x509.Certificate]:

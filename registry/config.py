@@ -18,6 +18,7 @@ directory holding the file)::
     configuration_validity_s = 600
     regeneration_interval_s = 60
     history_keep = 100
+    # conflog_keep_envelopes_days = 400   # absent: keep every envelope of the conflog
 
     [[configuration_signing]]             # the first signs; all go in the trust anchor
     key = "keys/confsign-1.key"
@@ -83,6 +84,7 @@ _KNOWN_KEYS: Final = frozenset(
         "configuration_validity_s",
         "regeneration_interval_s",
         "history_keep",
+        "conflog_keep_envelopes_days",
         "configuration_signing",
     }
 )
@@ -118,6 +120,10 @@ class RegistryConfig:
     history_keep: int
     #: The operations HTTP port (``/metrics``, ``/healthz``, ``/readyz``).
     metrics_listen: tuple[str, int] = ("127.0.0.1", 9400)
+    #: Days the configuration log keeps whole envelopes before the registry prunes them
+    #: (:meth:`registry.store.RegistryStore.conflog_prune`); ``None`` (the default)
+    #: never prunes by itself: dropping evidence is the operator's decision.
+    conflog_keep_envelopes_days: int | None = None
 
     @property
     def download_url(self) -> str:
@@ -165,6 +171,9 @@ def render_config(
         f"configuration_validity_s = {DEFAULT_VALIDITY_S}",
         f"regeneration_interval_s = {DEFAULT_REGENERATION_INTERVAL_S}",
         f"history_keep = {DEFAULT_HISTORY_KEEP}",
+        "# drop the envelopes of configuration-log entries older than this many days",
+        "# (hashes, heads and time-stamps stay; default: keep all; see docs/registry.md)",
+        "# conflog_keep_envelopes_days = 400",
     ]
     for key, cert in signing:
         lines += [
@@ -216,6 +225,11 @@ class _Reader(TomlReader):
             ),
             history_keep=self.integer("history_keep", DEFAULT_HISTORY_KEEP),
             metrics_listen=self.listen("metrics_listen", DEFAULT_METRICS_LISTEN),
+            conflog_keep_envelopes_days=(
+                self.integer("conflog_keep_envelopes_days", 1)
+                if "conflog_keep_envelopes_days" in self.data
+                else None
+            ),
         )
 
     def listen(self, key: str, default: str) -> tuple[str, int]:

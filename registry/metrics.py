@@ -11,6 +11,9 @@ process's own) with
   configuration-log head that has an RFC 3161 token was signed (its ``time``), so it
   grows while the TSA is down and falls back when a token arrives (no sample before the
   first token);
+- ``serai_registry_conflog_envelopes{state}``: entries of the configuration log whose
+  envelope is ``kept`` whole or was ``pruned`` by retention (the pruned count as the
+  retention task last read it, at most an hour old; no sample before);
 - ``serai_registry_api_calls_total{method, code}``, counted by
   :class:`ApiCallCounter`, a gRPC interceptor on the management port. ``method`` is a
   method of the management, health or reflection service, else ``other`` (a client
@@ -94,9 +97,11 @@ def registry_metrics(
     *,
     clock: Callable[[], dt.datetime] = _utc_now,
     conflog_timestamped: Callable[[], SignedTreeHead | None] = lambda: None,
+    conflog_pruned: Callable[[], int | None] = lambda: None,
 ) -> None:
     """Add the publication counter and the state gauges (module docstring);
-    ``conflog_timestamped`` gives the newest time-stamped configuration-log head."""
+    ``conflog_timestamped`` gives the newest time-stamped configuration-log head,
+    ``conflog_pruned`` how many entries have their envelope pruned."""
 
     def current() -> PublishedConfiguration | None:
         return publication.publisher.current
@@ -144,6 +149,20 @@ def registry_metrics(
         "serai_registry_conflog_timestamp_age_seconds",
         "Seconds since the newest time-stamped configuration log head was signed.",
         timestamp_age,
+    )
+
+    def envelopes() -> GaugeReading:
+        published, pruned = current(), conflog_pruned()
+        if published is None or published.bundle is None or pruned is None:
+            return None
+        size = published.bundle.leaf_index + 1
+        return [(("kept",), max(0, size - pruned)), (("pruned",), pruned)]
+
+    gauges.add(
+        "serai_registry_conflog_envelopes",
+        "Configuration log entries whose envelope is kept whole or pruned by retention.",
+        envelopes,
+        labels=("state",),
     )
 
 

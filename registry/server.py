@@ -6,7 +6,9 @@
 app serving the publish directory (and the configuration log's consistency proofs, from
 the store), the :class:`~registry.publisher.PublicationLoop`, and the background task
 that has the configuration log's heads time-stamped by the federation's approved TSAs
-(:class:`registry._conflogstamp.ConflogTimestamper`, woken by each publication).
+(:class:`registry._conflogstamp.ConflogTimestamper`, woken by each publication), and the
+one that prunes the log's old envelopes when ``conflog_keep_envelopes_days`` is set
+(:class:`registry._conflogprune.ConflogRetention`).
 
 Guarantees of every rpc:
 
@@ -45,6 +47,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CollectorRegistry
 
 from certs.keys import parse_der_certificate
+from registry._conflogprune import ConflogRetention
 from registry._conflogstamp import ConflogTimestamper
 from registry.codec import ca_from_proto, ca_to_proto, tsa_from_proto, tsa_to_proto
 from registry.conflog import encode_consistency
@@ -514,7 +517,12 @@ class RegistryServer:
         http_listen: tuple[str, int],
         regeneration_interval_s: float,
         metrics_listen: tuple[str, int] | None = None,
+        conflog_keep_envelopes_days: int | None = None,
     ) -> None:
+        #: Prunes the configuration log's old envelopes (when a retention is set).
+        self.retention = ConflogRetention(
+            store=store, executor=executor, keep_days=conflog_keep_envelopes_days
+        )
         #: Has the configuration log's heads time-stamped, after each publication.
         self.timestamps = ConflogTimestamper(
             store=store,
@@ -549,6 +557,7 @@ class RegistryServer:
             self.metrics,
             self.publication,
             conflog_timestamped=lambda: self.timestamps.timestamped_head,
+            conflog_pruned=lambda: self.retention.pruned_total,
         )
         self._api_calls = ApiCallCounter(self.metrics, methods=_known_methods())
         self._ops = (
@@ -589,6 +598,7 @@ class RegistryServer:
         await server.start()
         self.publication.start()
         await self.timestamps.start()
+        await self.retention.start()
         await mark_serving(health_servicer, SERVICE_NAME)
 
     def _published(self, published: PublishedConfiguration) -> None:
@@ -616,6 +626,7 @@ class RegistryServer:
             self._grpc = None
         await self.publication.stop()
         await self.timestamps.stop()
+        await self.retention.stop()
         if self._http is not None:
             await self._http.cleanup()
             self._http = None

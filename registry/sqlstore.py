@@ -50,7 +50,10 @@ that state. What it guarantees, for both databases:
   transaction whose first statement increments the ``conflog`` counter (serialising
   appenders as the audit counter serialises changes); see :mod:`registry._sqlconflog`.
   :meth:`SqlRegistryStore.conflog_add_timestamp` attaches an RFC 3161 token to a stored
-  head, at most once per head.
+  head, at most once per head. :meth:`SqlRegistryStore.conflog_prune` drops the
+  envelopes of old entries, keeping every hash, head and token, in one write
+  transaction that first takes the ``conflog`` counter row; it is audited when it
+  pruned anything.
 * **One instance.** The database records its federation instance when created; opening
   it for another instance, or with another schema version, is refused.
 * **Wrapped failures.** Driver errors (``sqlite3.Error``, ``psycopg.Error``) surface as
@@ -64,6 +67,7 @@ connection time (OCSP), not here; nobody writes to the database behind the store
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,6 +89,8 @@ from registry._sqlconflog import (
     _entry,
     _head,
     _newest_head,
+    _prune,
+    _pruned_count,
     _root,
     _size,
     _timestamped,
@@ -120,7 +126,7 @@ from registry._sqlwrite import (
     _insert_served,
     _insert_tsas,
 )
-from registry.conflog import HeadSigner, ProofBundle
+from registry.conflog import HeadSigner, ProofBundle, log_id_for
 from registry.errors import ConfigurationError, RegistryError
 from registry.model import (
     ApprovedCA,
@@ -131,8 +137,9 @@ from registry.model import (
     Member,
     ServiceDescriptor,
     Subsystem,
+    check_name,
 )
-from registry.store import AuditEntry, Change
+from registry.store import AuditEntry, Change, ConflogPruneResult
 from serai.errors import ErrorCode, Origin
 from serai.identifiers import (
     GatewayId,
@@ -727,3 +734,40 @@ class SqlRegistryStore(_SqlStoreCore):
         """The largest head that has a token, with it (``None`` before the first)."""
         with self._transaction("read the newest time-stamped configuration log head") as db:
             return _timestamped(db)
+
+    def conflog_prune(self, *, before: dt.datetime, change: Change) -> ConflogPruneResult:
+        """Drop the envelopes of the entries appended before ``before`` that retention
+        may drop (:mod:`registry._sqlconflog`), in one transaction.
+
+        When it pruned any, it appends one audit entry (``change``'s actor and action,
+        the log id as target, details ``{"before", "first_index", "last_index",
+        "pruned"}`` written here); a call that prunes nothing leaves no trace.
+        """
+        if before.tzinfo is None or before.utcoffset() is None:
+            raise _refuse(ErrorCode.INVALID_REQUEST, "the prune cut-off has no time zone")
+        with _as_refusal():
+            check_name("actor of a change", change.actor)
+            check_name("action of a change", change.action)
+        with self._transaction("prune the configuration log", write=True) as db:
+            now = self._now()
+            result = _prune(db, self._dialect, before=before, now=now)
+            if result.pruned:
+                details = {
+                    "before": before.astimezone(dt.UTC).isoformat(),
+                    "first_index": result.first_index,
+                    "last_index": result.last_index,
+                    "pruned": result.pruned,
+                }
+                audited = Change(
+                    actor=change.actor,
+                    action=change.action,
+                    details=json.dumps(details, sort_keys=True, separators=(",", ":")),
+                )
+                target = log_id_for(self._instance)
+                self._audit_insert(db, self._audit_next(db, audited, target, now))
+        return result
+
+    def conflog_pruned_count(self) -> int:
+        """How many entries of the log had their envelope pruned."""
+        with self._transaction("count pruned configuration log entries") as db:
+            return _pruned_count(db)

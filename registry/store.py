@@ -29,6 +29,11 @@ Contract, for every implementation:
   (:meth:`RegistryStore.conflog_add_timestamp`), never changed once stored; every
   bundle appended carries the largest head that had one at the time, with its token and
   the consistency proof from its size.
+* :meth:`RegistryStore.conflog_prune` (retention) drops the envelope bytes of old
+  entries and nothing else: leaf hashes, nodes, heads and tokens stay, so every root,
+  proof, head and token is unchanged. The newest entry, an entry whose configuration
+  has not expired, and an entry no time-stamped head covers are never pruned; reading
+  a pruned entry is ``not_found`` saying so (:mod:`registry._sqlconflog`).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from registry.model import ApprovedCA, ApprovedTSA, Federation, Gateway, GlobalG
 from serai.identifiers import GatewayId, GlobalGroupId, MemberId, Subject, SubsystemId
 from serai.treehead import SignedTreeHead
 
-__all__ = ["AuditEntry", "Change", "RegistryStore"]
+__all__ = ["AuditEntry", "Change", "ConflogPruneResult", "RegistryStore"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +75,28 @@ class Change:
     actor: str
     action: str
     details: str = "{}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConflogPruneResult:
+    """What one :meth:`RegistryStore.conflog_prune` did.
+
+    ``pruned`` envelopes were dropped now, leaf indices ``first_index`` to
+    ``last_index`` (``None`` when none). ``protected`` entries appended before the
+    cut-off keep their envelope because a rule protects them (the newest entry, an
+    unexpired configuration, or no time-stamped head covers them yet, which
+    ``timestamped_size``, 0 before the first token, bounds). ``kept_total`` and
+    ``pruned_total`` count the whole log's entries after this call.
+    """
+
+    before: dt.datetime
+    pruned: int
+    first_index: int | None
+    last_index: int | None
+    protected: int
+    timestamped_size: int
+    kept_total: int
+    pruned_total: int
 
 
 class RegistryStore(Protocol):
@@ -138,5 +165,7 @@ class RegistryStore(Protocol):
     def conflog_add_timestamp(self, tree_size: int, token: bytes) -> bool: ...
     def conflog_newest_head(self) -> SignedTreeHead | None: ...
     def conflog_timestamped_head(self) -> SignedTreeHead | None: ...
+    def conflog_prune(self, *, before: dt.datetime, change: Change) -> ConflogPruneResult: ...
+    def conflog_pruned_count(self) -> int: ...
 
     def close(self) -> None: ...
