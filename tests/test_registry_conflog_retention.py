@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import CollectorRegistry, generate_latest
 
 from certs.keys import PrivateKey, generate_private_key, load_certificate_chain
@@ -44,12 +45,14 @@ from registry.errors import RegistryError
 from registry.metrics import registry_metrics
 from registry.model import ApprovedCA, ApprovedTSA, Member
 from registry.publisher import PublicationLoop, PublishedConfiguration, Publisher
+from registry.server import RegistryServer
 from registry.sqlstore import SqlRegistryStore
 from registry.store import Change
 from serai.cli import main
 from serai.errors import ErrorCode, SeraiError
 from serai.identifiers import MemberId
 from serai.merkle import verify_consistency
+from serai.tokens import TokenVerifier
 from tests.messagelogharness import pg_url
 from tests.pgutil import fresh_database
 
@@ -446,6 +449,52 @@ async def test_the_registry_prunes_by_itself_and_shows_it(registry: Registry) ->
         registry.verify_everything()
     finally:
         executor.shutdown(wait=True)
+
+
+async def test_a_running_registry_with_a_retention_prunes_at_start(
+    registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``RegistryServer`` wires it: started with ``conflog_keep_envelopes_days``, it
+    prunes at once (entries from T0, long before the real clock's week), logs
+    ``conflog_pruned`` and keeps publishing on top of the pruned log."""
+    registry.publish(6)
+    registry.stamp(5)  # so 0..4 go whether the first publication or check runs first
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    server = RegistryServer(
+        store=registry.store,
+        publisher=registry.publisher,
+        verifier=TokenVerifier(
+            public_keys=[ec.generate_private_key(ec.SECP256R1()).public_key()],
+            audience="serai-registry:UZ",
+        ),
+        executor=executor,
+        grpc_listen=("127.0.0.1", 0),
+        http_listen=("127.0.0.1", 0),
+        regeneration_interval_s=600,
+        conflog_keep_envelopes_days=7,
+    )
+    await server.start()
+    try:
+        for _ in range(2000):  # the first check runs at start, in the store's thread
+            if server.retention.pruned_total is not None:
+                break
+            await asyncio.sleep(0.01)
+        await server.publication.wait_for_serial(registry.published[-1].serial + 1)
+    finally:
+        await server.stop(0)
+        executor.shutdown(wait=True)
+    assert server.retention.pruned_total == 5
+    assert _pruned(registry.store) == {0, 1, 2, 3, 4}
+    pruned = [
+        json.loads(line)
+        for line in capsys.readouterr().err.splitlines()
+        if '"conflog_pruned"' in line
+    ]
+    assert [(e["pruned"], e["first_index"], e["last_index"]) for e in pruned] == [(5, 0, 4)]
+    current = registry.publisher.current
+    assert current is not None
+    assert current.bundle is not None
+    assert current.bundle.leaf_index >= 6
 
 
 async def test_a_failing_check_is_logged_and_survived(
