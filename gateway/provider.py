@@ -39,10 +39,11 @@ original method path, the raw body, the ``x-road-*`` metadata and the remaining
 deadline (the smaller of the request's ``timeout`` and this call's deadline). An
 answer larger than ``max_message_bytes`` is refused (``message_too_large``, origin
 ``provider``; the IS channels set no gRPC receive limit, whose refusal would pass for
-the IS's own status). Its answer, success or its own gRPC status, is signed with the provider member's key,
-committed as ``RESPONSE_SENT`` and returned with the receipt. An IS that cannot be
-reached is ``provider_unavailable``; an exchange whose deadline passes while the IS
-works is ``deadline_exceeded`` (the request record stays, no response is signed).
+the IS's own status). Its answer, success or its own gRPC status, is signed with the
+provider member's key, committed as ``RESPONSE_SENT`` and returned with the receipt.
+An IS that cannot be reached is ``provider_unavailable``; an exchange whose deadline
+passes while the IS works is ``deadline_exceeded`` (the request record stays, no
+response is signed).
 """
 
 from __future__ import annotations

@@ -176,7 +176,8 @@ async def running(
         yield r
 
 
-def _token(roles: list[str], *, audience: str = AUDIENCE, lifetime_s: int = 600) -> str:
+def _token(roles: list[str], *, audience: str = AUDIENCE, lifetime_s: int = 86_400) -> str:
+    # Issued at import: a day, so the tokens outlive a slow full run (600 s did not).
     return ISSUER.issue(subject="alice", roles=roles, audience=audience, lifetime_s=lifetime_s)
 
 
