@@ -117,12 +117,14 @@ class _OCSPEntry:
     subject: str = ""
 
 
-class _LRU(Generic[_K, _V]):
+class LRU(Generic[_K, _V]):
     """A bounded mapping; the caller holds the lock."""
 
     __slots__ = ("_data", "_max")
 
     def __init__(self, max_entries: int) -> None:
+        if max_entries < 1:
+            raise ValueError("a cache needs room for at least one entry")
         self._data: OrderedDict[_K, _V] = OrderedDict()
         self._max = max_entries
 
@@ -171,11 +173,11 @@ class VerificationCache:
         if max_entries < 1:
             raise ValueError("a verification cache needs room for at least one entry")
         self._lock = threading.Lock()
-        self._paths: _LRU[_PathKey, _PathEntry] = _LRU(max_entries)
-        self._ocsp: _LRU[_OCSPKey, _OCSPEntry] = _LRU(max_entries)
-        self._certificates: _LRU[bytes, ParsedCertificate] = _LRU(max_entries)
+        self._paths: LRU[_PathKey, _PathEntry] = LRU(max_entries)
+        self._ocsp: LRU[_OCSPKey, _OCSPEntry] = LRU(max_entries)
+        self._certificates: LRU[bytes, ParsedCertificate] = LRU(max_entries)
         # id(store) -> (store, digest); the store is kept so its id cannot be reused.
-        self._trust_digests: _LRU[int, tuple[TrustStore, bytes]] = _LRU(_TRUST_DIGESTS)
+        self._trust_digests: LRU[int, tuple[TrustStore, bytes]] = LRU(_TRUST_DIGESTS)
         self._hits = {"path": 0, "ocsp": 0}
         self._misses = {"path": 0, "ocsp": 0}
 

@@ -60,10 +60,9 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import hashlib
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Generic, TypeVar
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -71,6 +70,7 @@ from cryptography.x509 import ocsp
 
 from certs.ocsp_client import DEFAULT_CLOCK_SKEW_S
 from certs.validation import TrustStore
+from gateway._verifycache import LRU
 from gateway.messagelog.timeline import ArchivedConfiguration, ConfigurationTimeline
 
 __all__ = [
@@ -88,36 +88,9 @@ DEFAULT_MAX_ENTRIES: Final = 10_000
 #: What a certificate verdict is about (part of every key: rule 2).
 _PURPOSE: Final = b"serai-logverify-sign-v1"
 
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
 #: A cell of time (rule 3): the position among the sorted constants, and whether equal.
 Cell = tuple[int, bool]
-
-
-class _LRU(Generic[_K, _V]):
-    __slots__ = ("_data", "_max")
-
-    def __init__(self, max_entries: int) -> None:
-        if max_entries < 1:
-            raise ValueError("a cache needs room for at least one entry")
-        self._data: OrderedDict[_K, _V] = OrderedDict()
-        self._max = max_entries
-
-    def get(self, key: _K) -> _V | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: _K, value: _V) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self._max:
-            self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 def time_cell(bounds: Sequence[dt.datetime], at: dt.datetime) -> Cell:
@@ -154,7 +127,7 @@ class CertificateVerdicts:
     __slots__ = ("_digests", "_verdicts", "hits", "misses")
 
     def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
-        self._verdicts: _LRU[_VerdictKey, _Verdict] = _LRU(max_entries)
+        self._verdicts: LRU[_VerdictKey, _Verdict] = LRU(max_entries)
         # id(store) -> (store, digest): the store is held so that its id is not reused.
         self._digests: dict[int, tuple[TrustStore, bytes]] = {}
         self.hits = 0
@@ -261,7 +234,7 @@ class ProtectedHeaders:
     __slots__ = ("_keys",)
 
     def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
-        self._keys: _LRU[tuple[str, str, tuple[bytes, ...]], object] = _LRU(max_entries)
+        self._keys: LRU[tuple[str, str, tuple[bytes, ...]], object] = LRU(max_entries)
 
     def key_for(self, protected: str, typ: str, chain: Sequence[bytes]) -> object | None:
         return self._keys.get((protected, typ, tuple(bytes(der) for der in chain)))
@@ -276,7 +249,7 @@ class Members:
     __slots__ = ("_members",)
 
     def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
-        self._members: _LRU[bytes, str] = _LRU(max_entries)
+        self._members: LRU[bytes, str] = LRU(max_entries)
 
     def member(self, der: bytes, read: Callable[[], str]) -> str:
         """The member of the certificate ``der``: remembered, or ``read()`` (whatever it
