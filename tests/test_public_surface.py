@@ -141,7 +141,7 @@ SURFACE: dict[str, set[str]] = {
         "tsa_from_proto",
         "tsa_to_proto",
     },
-    "registry.store": {"AuditEntry", "Change", "RegistryStore"},
+    "registry.store": {"AuditEntry", "Change", "ConflogPruneResult", "RegistryStore"},
     "registry.errors": {"ConfigurationError", "RegistryError"},
     "serai.demo": {"register"},
     "serai.bench": {"BenchSettings", "parse_settings", "register", "run_bench"},
