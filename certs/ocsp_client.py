@@ -10,6 +10,12 @@ Guarantees of :func:`validate_response` (each refusal has a test):
 * The response is a DER ``OCSPResponse`` with status ``successful``; ``tryLater`` and
   ``internalError`` are ``ocsp_unavailable`` (the responder is having trouble), every
   other status and any parse failure is ``ocsp_invalid``.
+* Every signature in a successful response, its own and those of the certificates it
+  carries, is a BIT STRING with no unused bits (a signature value is whole octets);
+  otherwise ``ocsp_invalid``. The response is kept as evidence, so no byte of it may
+  change while it still validates: cryptography's parser already refuses any encoding
+  that is not DER, but a signature's unused-bit count is outside what the signature
+  covers, and a count of 1 over a last octet that happens to be even is valid DER.
 * It contains a single response whose CertID matches the certificate asked about: same
   serial, and issuer name and key hashes equal to those of ``issuer`` under the CertID's
   own hash algorithm (SHA-1/224/256/384/512). No match is ``ocsp_invalid``.
@@ -57,6 +63,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 import aiohttp
+from asn1crypto import ocsp as asn1_ocsp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -185,6 +192,7 @@ def validate_response(
             else ErrorCode.OCSP_INVALID
         )
         raise OCSPError(f"OCSP responder answered {status.name.lower()}", code=code)
+    _check_encoding(der)
     try:
         single = _matching_single(response, cert, issuer)
         signer = _signer(response, issuer, now)
@@ -434,6 +442,21 @@ class OCSPClient:
 
 
 # -- validation helpers -----------------------------------------------------------------------
+
+
+def _check_encoding(der: bytes) -> None:
+    """Whole-octet signatures (module docstring); ``der`` is a successful response that
+    cryptography has already parsed as DER."""
+    try:
+        basic = asn1_ocsp.OCSPResponse.load(der)["response_bytes"]["response"].parsed
+        signatures = [("the response's signature", basic["signature"])]
+        for index, cert in enumerate(basic["certs"] or ()):
+            signatures.append((f"the signature of certificate {index}", cert["signature_value"]))
+        for name, value in signatures:
+            if value.contents[:1] != b"\x00":
+                raise ValueError(f"{name} is not a whole number of octets")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise OCSPError(f"OCSP response is malformed: {exc}") from exc
 
 
 def _matching_single(

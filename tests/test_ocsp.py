@@ -525,6 +525,31 @@ def _wrong_key_signature(env: PKI, _other: PKI) -> bytes:
             return der.replace(response.signature, forged)
 
 
+def _unused_bit(der: bytes, signature: bytes) -> bytes:
+    """``der`` with the BIT STRING around ``signature`` claiming one unused bit: still DER
+    when the signature's last octet is even, and covered by no signature."""
+    assert not signature[-1] & 1
+    whole = b"\x03" + bytes([len(signature) + 1]) + b"\x00" + signature
+    assert der.count(whole) == 1
+    return der.replace(whole, whole[:2] + b"\x01" + signature)
+
+
+def _response_signature_unused_bit(env: PKI, _other: PKI) -> bytes:
+    while True:  # ECDSA signatures are random: wait for one whose last octet is even
+        der = _build(env)
+        signature = _parse(der).signature
+        if not signature[-1] & 1:
+            return _unused_bit(der, signature)
+
+
+def _responder_signature_unused_bit(env: PKI, _other: PKI) -> bytes:
+    while True:
+        key = generate_private_key()
+        cert = _leaf_with_key(env.ca, "ocsp-even", key, Profile.OCSP)
+        if not cert.signature[-1] & 1:
+            return _unused_bit(_build(env, signer_key=key, signer_cert=cert), cert.signature)
+
+
 def _unsuccessful(status: ocsp.OCSPResponseStatus) -> Callable[[PKI, PKI], bytes]:
     return lambda _e, _o: ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(DER)
 
@@ -551,6 +576,13 @@ REJECTIONS = [
     Rejection("responder-cert-missing", _responder_cert_missing, ErrorCode.OCSP_INVALID, {}),
     Rejection("bad-signature", _bad_signature, ErrorCode.OCSP_INVALID, {}),
     Rejection("wrong-key-signature", _wrong_key_signature, ErrorCode.OCSP_INVALID, {}),
+    Rejection("signature-unused-bit", _response_signature_unused_bit, ErrorCode.OCSP_INVALID, {}),
+    Rejection(
+        "responder-signature-unused-bit",
+        _responder_signature_unused_bit,
+        ErrorCode.OCSP_INVALID,
+        {},
+    ),
     Rejection("nonce-missing", lambda e, _o: _build(e), ErrorCode.OCSP_INVALID, {"nonce": b"n1"}),
     Rejection(
         "nonce-differs",
@@ -598,6 +630,9 @@ def test_validator_rejects(env: PKI, other: PKI, case: Rejection) -> None:
     with pytest.raises(OCSPError) as info:
         _validate(env, der, **kwargs)
     assert info.value.code is case.code, info.value
+    if case.name.endswith("unused-bit"):
+        assert _parse(der).certificates  # cryptography reads it: only the new rule refuses it
+        assert "whole number of octets" in str(info.value)
 
 
 def test_validator_tolerates_small_skew_and_missing_nonce_when_allowed(env: PKI) -> None:
