@@ -130,8 +130,9 @@ def test_alerts_use_only_exposed_metrics() -> None:
     [
         (("check", "config"), DEPLOY / "prometheus" / "prometheus.yml"),
         (("check", "rules"), DEPLOY / "prometheus" / "alerts.yml"),
+        (("test", "rules"), DEPLOY / "prometheus" / "alerts_test.yml"),
     ],
-    ids=["config", "rules"],
+    ids=["config", "rules", "rule-tests"],
 )
 def test_promtool_accepts(args: tuple[str, str], path: Path) -> None:
     result = subprocess.run(
