@@ -72,7 +72,7 @@ from serai.identifiers import (
     SubsystemId,
 )
 from serai.rpcerrors import abort_with, internal_error
-from serai.rpcserver import management_server, mark_serving
+from serai.rpcserver import bind_management_port, management_server, mark_serving
 from serai.tokens import TokenClaims, TokenVerifier, bearer_token
 from serai_proto.admin.v1 import admin_pb2 as pb
 from serai_proto.admin.v1 import admin_pb2_grpc as pb_grpc
@@ -404,7 +404,7 @@ class AdminServer:
         )
         host, port = self._listen
         try:
-            self.port = server.add_insecure_port(format_address(host, port))
+            self.port = bind_management_port(server, host, port, what="the gateway's admin API")
         except RuntimeError as exc:
             raise GatewayError(
                 f"cannot listen on {format_address(host, port)} for the admin API: {exc}",

@@ -56,7 +56,7 @@ from registry.metrics import ApiCallCounter, readiness_reasons, registry_metrics
 from registry.model import Gateway, GlobalGroup, Member
 from registry.publisher import PublicationLoop, PublishedConfiguration, Publisher, create_http_app
 from registry.store import AuditEntry, Change, RegistryStore
-from serai.cliutil import format_address, log_event
+from serai.cliutil import log_event
 from serai.errors import ErrorCode, SeraiError
 from serai.httpops import OpsServer
 from serai.identifiers import (
@@ -68,7 +68,7 @@ from serai.identifiers import (
     parse_subject,
 )
 from serai.rpcerrors import abort_with, internal_error
-from serai.rpcserver import management_server, mark_serving
+from serai.rpcserver import bind_management_port, management_server, mark_serving
 from serai.tokens import TokenClaims, TokenVerifier, bearer_token
 from serai_proto.globalconf.v1 import globalconf_pb2 as gpb
 from serai_proto.registry.v1 import registry_pb2 as pb
@@ -581,7 +581,9 @@ class RegistryServer:
             interceptors=(self._api_calls,),
         )
         host, port = self._grpc_listen
-        self.grpc_port = server.add_insecure_port(format_address(host, port))
+        self.grpc_port = bind_management_port(
+            server, host, port, what="the registry's management API"
+        )
         self._grpc = server
         self._publish_dir.mkdir(parents=True, exist_ok=True)
         runner = web.AppRunner(

@@ -74,7 +74,7 @@ SURFACE: dict[str, set[str]] = {
     },
     "serai.tomlconf": {"TomlReader", "parse_toml", "read_config_text", "toml_string"},
     "serai.tlspolicy": {"CIPHER_SUITES_VARIABLE", "TLS12_CIPHER_SUITES", "apply", "tls12_accepted"},
-    "serai.rpcserver": {"management_server", "mark_serving"},
+    "serai.rpcserver": {"bind_management_port", "is_loopback", "management_server", "mark_serving"},
     "serai.httpops": {"OpsServer", "metrics_listen_for"},
     "serai.metrics": {
         "LATENCY_BUCKETS_S",

@@ -4,8 +4,9 @@ isort:skip_file
 Gateway admin API: how the operator of one gateway manages its access rights and
 settings and how an auditor reads its message log (DESIGN §5, §6).
 
-Served on the gateway's admin port over mutually authenticated TLS, to `serai acl`,
-`serai log` and operators' tools; never on the peer or IS ports. Every change of
+Served on the gateway's admin port (plain gRPC, 127.0.0.1 by default; SECURITY.md) to
+`serai acl`, `serai log` and operators' tools, each call authenticated by its
+`authorization: Bearer <jwt>` metadata; never on the peer or IS ports. Every change of
 access rights or settings is itself appended to the message log.
 """
 

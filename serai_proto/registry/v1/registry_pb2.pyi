@@ -5,8 +5,9 @@ Registry management API (X-Road's central server administration): how operators
 change the federation. Every accepted change is recorded in the audit log and
 appears in the next published global configuration.
 
-Called by `serai registry …` over mutually authenticated TLS; the operator is the
-subject of the client certificate. Identifiers are strings in their textual form
+Called by `serai registry …` over plain gRPC (127.0.0.1 by default; SECURITY.md),
+each call authenticated by its `authorization: Bearer <jwt>` metadata; the operator
+is the token's subject. Identifiers are strings in their textual form
 (serai.identifiers) and are refused with `invalid_identifier` when malformed;
 adding what exists fails with ALREADY_EXISTS, removing what does not exist with
 NOT_FOUND.
