@@ -264,9 +264,13 @@ def fetch_nodes(db: Connection, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]
         chunk = unique[start : start + _NODES_PER_QUERY]
         values = ", ".join("(?, ?)" for _ in chunk)
         params = [part for key in chunk for part in key]
+        # A join with the keys, not ``(level, node_index) IN (VALUES ...)``: SQLite plans
+        # that as a scan of the whole table (34 ms against 0.016 ms at 200,000 nodes;
+        # PostgreSQL uses the primary key either way).
         for level, index, digest in db.rows(
-            "SELECT level, node_index, hash FROM nodes WHERE (level, node_index) IN "  # noqa: S608
-            f"(VALUES {values})",
+            f"WITH wanted(level, node_index) AS (VALUES {values}) "  # noqa: S608
+            "SELECT nodes.level, nodes.node_index, nodes.hash FROM wanted JOIN nodes "
+            "ON nodes.level = wanted.level AND nodes.node_index = wanted.node_index",
             params,
         ):
             found[(int(level), int(index))] = bytes(digest)
