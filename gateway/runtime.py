@@ -86,18 +86,31 @@ __all__ = [
 
 _LOG = logging.getLogger("serai.gateway")
 _HEALTH_PREFIX: Final = "/grpc.health.v1.Health/"
+#: The shortest wait between two OCSP refreshes of the stapled answer (StapledOCSP).
+_MIN_OCSP_WAIT_S: Final = 1.0
 
 
 class StapledOCSP:
     """A fresh OCSP response for our signing certificate, for :class:`HeaderSigner`.
 
     Calling it returns the last validated response (never blocks); :meth:`refresh`
-    asks :class:`~certs.ocsp_client.OCSPClient` (which caches and renews before expiry)
-    and the runtime calls it at start and every ``refresh_interval_s``. Once the response
-    held is past its nextUpdate or older than the client's ``max_age_s`` (the responder
-    has been away that long), calling it returns ``b""``: peers would refuse a signature
-    stapled with it (``ocsp_stale``, blaming the client), so :class:`HeaderSigner`
-    refuses to sign with ``ocsp_unavailable``, this gateway's outage, until a fresh one.
+    asks :class:`~certs.ocsp_client.OCSPClient` (which caches, and fetches a new answer
+    in the background once the one it holds nears its bounds). The runtime calls it at
+    start, then :meth:`keep_fresh` calls it again after :meth:`next_refresh_in_s`:
+
+    * after a success, a quarter of the held answer's remaining life (until its
+      nextUpdate or the client's ``max_age_s``, whichever comes first), between 1 s and
+      ``refresh_interval_s`` (60 s): a short-lived answer is replaced well before it
+      lapses, since the poll that starts a background fetch is followed by the one that
+      takes its result before that life is out;
+    * after a failure, 1 s, then twice the previous wait, up to ``refresh_interval_s``:
+      a gateway whose responder was away staples again within seconds of its return.
+
+    Once the response held is past its nextUpdate or older than the client's
+    ``max_age_s`` (the responder has been away that long), calling it returns ``b""``:
+    peers would refuse a signature stapled with it (``ocsp_stale``, blaming the client),
+    so :class:`HeaderSigner` refuses to sign with ``ocsp_unavailable``, this gateway's
+    outage, until a fresh one.
     """
 
     def __init__(
@@ -118,15 +131,57 @@ class StapledOCSP:
         #: The thisUpdate of the response held (``None`` before the first).
         self.this_update: dt.datetime | None = None
         self._next_update: dt.datetime | None = None
+        self._failure_wait_s = 0.0
 
     def __call__(self) -> bytes:
-        if self.this_update is not None:
-            now = dt.datetime.now(dt.UTC)
-            if (self._next_update is not None and self._next_update < now) or (
-                now - self.this_update
-            ).total_seconds() > self._client.max_age_s:
-                return b""
+        bound = self._bound()
+        if bound is not None and bound < dt.datetime.now(dt.UTC):
+            return b""
         return self._der
+
+    def _bound(self) -> dt.datetime | None:
+        """When the response held stops being usable (``None``: none held)."""
+        if self.this_update is None:
+            return None
+        bound = self.this_update + dt.timedelta(seconds=self._client.max_age_s)
+        if self._next_update is not None:
+            bound = min(bound, self._next_update)
+        return bound
+
+    def next_refresh_in_s(self, *, failed: bool = False, now: dt.datetime | None = None) -> float:
+        """How long to wait before the next :meth:`refresh` (class docstring), after a
+        refresh that succeeded or, with ``failed``, one that did not."""
+        if failed:
+            self._failure_wait_s = min(
+                self.refresh_interval_s, max(_MIN_OCSP_WAIT_S, 2 * self._failure_wait_s)
+            )
+            return self._failure_wait_s
+        self._failure_wait_s = 0.0
+        bound = self._bound()
+        if bound is None:
+            return _MIN_OCSP_WAIT_S
+        remaining_s = (bound - (now or dt.datetime.now(dt.UTC))).total_seconds()
+        return min(self.refresh_interval_s, max(_MIN_OCSP_WAIT_S, remaining_s / 4))
+
+    async def keep_fresh(self) -> None:
+        """Refresh on :meth:`next_refresh_in_s`'s schedule until cancelled; a failure keeps
+        the last good response and is logged (``ocsp_refresh_failed``)."""
+        wait_s = self.next_refresh_in_s()
+        while True:
+            await asyncio.sleep(wait_s)
+            try:
+                await self.refresh()
+            except Exception as exc:  # noqa: BLE001  (keep the last good response; retry)
+                wait_s = self.next_refresh_in_s(failed=True)
+                _LOG.debug("OCSP refresh failed", exc_info=True)
+                log_event(
+                    "ocsp_refresh_failed",
+                    certificate="signing",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=wait_s,
+                )
+            else:
+                wait_s = self.next_refresh_in_s()
 
     @property
     def client(self) -> OCSPClient:
@@ -225,7 +280,7 @@ class GatewayRuntime:
         roots_pem = certificates_pem(snapshot.trust_store.roots)
         if self._ocsp is not None:
             await self._ocsp.refresh()
-            self._ocsp_task = asyncio.create_task(self._keep_ocsp_fresh(self._ocsp))
+            self._ocsp_task = asyncio.create_task(self._ocsp.keep_fresh())
         self._peers = PeerPool(
             key_pem=self._auth_key_pem,
             chain_pem=self._auth_chain_pem,
@@ -337,20 +392,6 @@ class GatewayRuntime:
     def _current_roots_pem(self) -> bytes:
         """The approved roots of the configuration in force, PEM (for new peer probes)."""
         return certificates_pem(self._parts.configuration.current().trust_store.roots)
-
-    async def _keep_ocsp_fresh(self, ocsp: StapledOCSP) -> None:
-        while True:
-            await asyncio.sleep(ocsp.refresh_interval_s)
-            try:
-                await ocsp.refresh()
-            except Exception as exc:  # noqa: BLE001  (keep the last good response; retry later)
-                _LOG.debug("OCSP refresh failed", exc_info=True)
-                log_event(
-                    "ocsp_refresh_failed",
-                    certificate="signing",
-                    error=f"{type(exc).__name__}: {exc}",
-                    retry_in_s=ocsp.refresh_interval_s,
-                )
 
 
 _Handler = Callable[[str, bytes, Any], Awaitable[bytes]]

@@ -32,10 +32,10 @@ refuses with ``gateway:ocsp_unavailable`` (UNAVAILABLE) before anything is sent
 (:class:`gateway.runtime.StapledOCSP`). And a provider IS back after minutes away was
 refused for up to two more minutes (:class:`gateway.peers.ChannelPool`).
 
-The OCSP case goes through staleness only in the slow run: the gateway renews the OCSP
-answer it staples every 60 s (not a setting), taking the one fetched in the background
-at the previous renewal, so an answer can be ~120 s old while the responder is up and
-its nextUpdate has to be longer than that.
+The OCSP case goes through staleness only in the slow run: it waits for the stapled
+answers' nextUpdate (180 s here) to pass. The gateway renews the answer it staples on a
+schedule that follows the answer's remaining life and, after failures, retries within
+seconds (:class:`gateway.runtime.StapledOCSP`, tests/test_gateway_stapled_ocsp.py).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ CONF_REGENERATION_S: Final = 2
 GLOBALCONF_REFRESH_S: Final = 1
 #: The gateways' own deadline for an exchange (a caller's longer deadline is cut to it).
 GATEWAY_TIMEOUT_S: Final = 4
-#: Longer than the ~120 s an answer can age between renewals while the responder is up.
+#: The OCSP answers' life: the OCSP outage lasts this long before the gateways refuse.
 OCSP_NEXT_UPDATE_S: Final = 180
 #: The deadline of every call of the consumer IS, unless a case sets its own.
 CALL_DEADLINE_S: Final = 30.0
