@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import datetime as dt
 from collections.abc import Callable
 from typing import Final
 
 from registry.store import Change, ConflogPruneResult, RegistryStore
+from serai._tasks import cancel_and_wait
 from serai.cliutil import log_event
 from serai.errors import ErrorCode
 
@@ -89,10 +89,7 @@ class ConflogRetention:
     async def stop(self) -> None:
         """Stop (a store call in flight completes in its thread). Idempotent."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def check(self) -> ConflogPruneResult | None:
         """One check: prune when ``keep_days`` is set, then read the pruned count.

@@ -51,6 +51,7 @@ from registry.model import ApprovedTSA
 from registry.snapshot import ConfigurationSnapshot
 from registry.store import RegistryStore
 from registry.timestamping import backoff_delay_s, jittered_s, timestamp_from_approved_tsas
+from serai._tasks import cancel_and_wait
 from serai.cliutil import log_event
 from serai.errors import ErrorCode, SeraiError
 from serai.treehead import SignedTreeHead
@@ -139,10 +140,7 @@ class ConflogTimestamper:
         """Stop at once (an attempt in flight is abandoned; its head stays without a
         token until the next start). Idempotent."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -84,7 +84,6 @@ event loop (``refresh`` calls are serialised by a lock, not across processes).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -111,6 +110,7 @@ from registry.conflog import (
 from registry.errors import ConfigurationError
 from registry.signing import verify_signed_configuration
 from registry.snapshot import ConfigurationSnapshot
+from serai._tasks import cancel_and_wait
 from serai.cliutil import log_event
 from serai.errors import ErrorCode
 from serai.fileio import atomic_write
@@ -722,10 +722,7 @@ class GlobalConfigurationClient:
     async def stop(self) -> None:
         """Stop the refresh loop and close the transport if the client made it."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._owns_transport and isinstance(self._transport, AiohttpFetchTransport):
             await self._transport.aclose()
 
