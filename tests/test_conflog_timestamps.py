@@ -25,14 +25,11 @@ import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import CollectorRegistry, generate_latest
 
-from certs.keys import PrivateKey, generate_private_key, write_certificate_chain
+from certs.keys import write_certificate_chain
 from certs.pkidir import PKIDirectory
-from certs.profiles import Profile
 from certs.timestamp import TIMESTAMP_REPLY, build_query, verify_reply
 from certs.tsa import TimeStampAuthority
 from registry._conflogstamp import ConflogTimestamper
@@ -41,13 +38,10 @@ from registry.codec import TrustAnchor
 from registry.conflog import MAX_SEEN_HEADS, RECENT_PROOFS, ProofBundle, SeenHeads
 from registry.errors import ConfigurationError, RegistryError
 from registry.metrics import registry_metrics
-from registry.model import ApprovedCA, ApprovedTSA, Member
 from registry.publisher import PublicationLoop, PublishedConfiguration, Publisher
 from registry.server import RegistryServer
 from registry.sqlstore import SqlRegistryStore
-from registry.store import Change
 from serai.errors import ErrorCode
-from serai.identifiers import MemberId
 from serai.merkle import MemoryTree
 from serai.tokens import TokenVerifier
 from serai.treehead import (
@@ -56,49 +50,19 @@ from serai.treehead import (
     sign_tree_head,
     verify_tree_head_timestamp,
 )
+from tests.conflogkit import CHANGE, Pki, approve, der, make_pki
 from tests.pgutil import fresh_database
 
-_DER = serialization.Encoding.DER
 BASE = "http://registry.invalid/"
 LOG_ID = "UZ/registry-conf"
-CHANGE = Change(actor="test", action="test")
-
-
-def _der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(_DER)
 
 
 # -- fixtures: a PKI, a switchable TSA, a registry --------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Pki:
-    dir: PKIDirectory
-    root: x509.Certificate
-    issuing: x509.Certificate
-    tsa: TimeStampAuthority
-    tsa_chain: tuple[x509.Certificate, ...]
-    conf_key: PrivateKey
-    conf_cert: x509.Certificate
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = PKIDirectory.init(tmp_path_factory.mktemp("pki") / "pki", instance="UZ")
-    key, chain = directory.tsa_signer()
-    issuing = directory.issuing_ca()
-    conf_key = generate_private_key()
-    return Pki(
-        dir=directory,
-        root=directory.root_certificate(),
-        issuing=issuing.certificate,
-        tsa=TimeStampAuthority(key=key, chain=chain),
-        tsa_chain=tuple(chain),
-        conf_key=conf_key,
-        conf_cert=issuing.issue(
-            Profile.CONFIGURATION_SIGNING, "UZ registry", conf_key.public_key()
-        ),
-    )
+    return make_pki(tmp_path_factory.mktemp("pki") / "pki")
 
 
 class SwitchableTSA:
@@ -142,23 +106,6 @@ def opener(
         return
     with fresh_database() as dsn:
         yield lambda: SqlRegistryStore.open_postgres(dsn, instance="UZ")
-
-
-def approve(store: SqlRegistryStore, pki: Pki, tsa_url: str, *, name: str = "dev-tsa") -> None:
-    if not store.list_certificate_authorities():
-        store.add_certificate_authority(
-            ApprovedCA(
-                name="dev-ca",
-                root_certificate=_der(pki.root),
-                intermediate_certificates=(_der(pki.issuing),),
-            ),
-            CHANGE,
-        )
-        store.add_member(Member(id=MemberId.parse("UZ/GOV/STC"), name="STC"), CHANGE)
-    store.add_timestamping_authority(
-        ApprovedTSA(name=name, url=tsa_url, certificates=tuple(_der(c) for c in pki.tsa_chain)),
-        CHANGE,
-    )
 
 
 class Registry:
@@ -264,7 +211,7 @@ async def test_a_publication_gets_a_token_that_verifies(
     assert sth.timestamp_token is not None
     assert sth.jws == first.bundle.sth
     gen_time = verify_tree_head_timestamp(
-        sth, tsa_trusted_roots=[pki.root], approved_tsa_certificates={_der(pki.tsa_chain[0])}
+        sth, tsa_trusted_roots=[pki.root], approved_tsa_certificates={der(pki.tsa_chain[0])}
     )
     assert abs((gen_time - dt.datetime.now(dt.UTC)).total_seconds()) < 60
     assert "Verification: OK" in await asyncio.to_thread(openssl_verifies, pki, sth, tmp_path)
@@ -505,7 +452,7 @@ def gateway(transport: Transport, pki: Pki, cache: Path) -> GlobalConfigurationC
         anchor=TrustAnchor(
             instance="UZ",
             download_url=BASE + "globalconf/v1/current",
-            signing_certificates=(_der(pki.conf_cert),),
+            signing_certificates=(der(pki.conf_cert),),
             generated_at=dt.datetime.now(dt.UTC),
             configuration_log_id=LOG_ID,
         ),

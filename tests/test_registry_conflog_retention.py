@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -26,16 +25,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import CollectorRegistry, generate_latest
 
-from certs.keys import PrivateKey, generate_private_key, load_certificate_chain
-from certs.pkidir import PKIDirectory
-from certs.profiles import Profile
 from certs.timestamp import build_query, new_nonce, verify_reply
-from certs.tsa import TimeStampAuthority
 from registry import _sqlconflog
 from registry._conflogprune import PRUNE_ACTION, ConflogRetention
 from registry._sqlconflog import _expires_at
@@ -43,53 +36,28 @@ from registry.config import load_config, render_config
 from registry.conflog import ProofBundle, log_id_for, verify_entry, verify_head, verify_timestamped
 from registry.errors import RegistryError
 from registry.metrics import registry_metrics
-from registry.model import ApprovedCA, ApprovedTSA, Member
 from registry.publisher import PublicationLoop, PublishedConfiguration, Publisher
 from registry.server import RegistryServer
 from registry.sqlstore import SqlRegistryStore
 from registry.store import Change
 from serai.cli import main
 from serai.errors import ErrorCode, SeraiError
-from serai.identifiers import MemberId
 from serai.merkle import verify_consistency
 from serai.tokens import TokenVerifier
+from tests.conflogkit import Pki, approve, der, make_pki
 from tests.messagelogharness import pg_url
 from tests.pgutil import fresh_database
 
-_DER = serialization.Encoding.DER
 LOG_ID = log_id_for("UZ")
-CHANGE = Change(actor="test", action="test")
 PRUNE = Change(actor="test", action=PRUNE_ACTION)
 #: When the first configuration of a test is published (well in the past).
 T0 = dt.datetime(2026, 1, 5, 9, 0, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 
 
-def _der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(_DER)
-
-
-@dataclasses.dataclass(frozen=True)
-class Pki:
-    dir: PKIDirectory
-    tsa: TimeStampAuthority
-    conf_key: PrivateKey
-    conf_cert: x509.Certificate
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = PKIDirectory.init(tmp_path_factory.mktemp("pki") / "pki", instance="UZ")
-    key, chain = directory.tsa_signer()
-    conf_key = generate_private_key()
-    return Pki(
-        dir=directory,
-        tsa=TimeStampAuthority(key=key, chain=chain),
-        conf_key=conf_key,
-        conf_cert=directory.issuing_ca().issue(
-            Profile.CONFIGURATION_SIGNING, "UZ registry", conf_key.public_key()
-        ),
-    )
+    return make_pki(tmp_path_factory.mktemp("pki") / "pki")
 
 
 class Clock:
@@ -133,25 +101,7 @@ class Registry:
         self.published: list[PublishedConfiguration] = []
 
     def approve(self) -> Registry:
-        root = self.pki.dir.root_certificate()
-        issuing = load_certificate_chain(self.pki.dir.issuing_cert)[0]
-        self.store.add_certificate_authority(
-            ApprovedCA(
-                name="dev-ca",
-                root_certificate=_der(root),
-                intermediate_certificates=(_der(issuing),),
-            ),
-            CHANGE,
-        )
-        self.store.add_timestamping_authority(
-            ApprovedTSA(
-                name="dev-tsa",
-                url="http://tsa.invalid/",
-                certificates=tuple(_der(c) for c in self.pki.tsa.chain),
-            ),
-            CHANGE,
-        )
-        self.store.add_member(Member(id=MemberId.parse("UZ/GOV/STC"), name="STC"), CHANGE)
+        approve(self.store, self.pki, "http://tsa.invalid/")
         return self
 
     def publish(self, count: int = 1, *, step: dt.timedelta = HOUR) -> None:
@@ -175,7 +125,7 @@ class Registry:
     def verify_everything(self) -> None:
         """What gateways and auditors check, over the whole log, from what the store and
         the publish directory still serve and the envelopes gateways kept."""
-        anchor = [_der(self.pki.conf_cert)]
+        anchor = [der(self.pki.conf_cert)]
         size = self.store.conflog_size()
         assert size == len(self.published)
         roots = {0: self.store.conflog_root(0)}
