@@ -1,11 +1,13 @@
 """What the configuration-log tests (``tests/test_conflog_timestamps.py``,
 ``tests/test_registry_conflog_retention.py``) share: the development PKI with its TSA
 and a configuration-signing key (:func:`make_pki`), and a registry store that approves
-them (:func:`approve`)."""
+them (:func:`approve`), and a publisher signing with its key (:func:`publisher`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -16,6 +18,7 @@ from certs.pkidir import PKIDirectory
 from certs.profiles import Profile
 from certs.tsa import TimeStampAuthority
 from registry.model import ApprovedCA, ApprovedTSA, Member
+from registry.publisher import Publisher
 from registry.sqlstore import SqlRegistryStore
 from registry.store import Change
 from serai.identifiers import MemberId
@@ -76,4 +79,22 @@ def approve(store: SqlRegistryStore, pki: Pki, tsa_url: str, *, name: str = "dev
     store.add_timestamping_authority(
         ApprovedTSA(name=name, url=tsa_url, certificates=tuple(der(c) for c in pki.tsa_chain)),
         CHANGE,
+    )
+
+
+def publisher(
+    store: SqlRegistryStore,
+    pki: Pki,
+    publish_dir: Path,
+    *,
+    clock: Callable[[], dt.datetime] | None = None,
+) -> Publisher:
+    """A publisher of ``store``'s configurations into ``publish_dir``, signed with the
+    PKI's configuration-signing key (``clock``: the publisher's, or the system clock)."""
+    return Publisher(
+        store=store,
+        signing_key=pki.conf_key,
+        signing_certificate=pki.conf_cert,
+        publish_dir=publish_dir,
+        clock=clock,
     )

@@ -50,7 +50,7 @@ from serai.treehead import (
     sign_tree_head,
     verify_tree_head_timestamp,
 )
-from tests.conflogkit import CHANGE, Pki, approve, der, make_pki
+from tests.conflogkit import CHANGE, Pki, approve, der, make_pki, publisher
 from tests.pgutil import fresh_database
 
 BASE = "http://registry.invalid/"
@@ -115,12 +115,7 @@ class Registry:
         self.store = store
         approve(store, pki, tsa_url)
         self.dir = root / "pub"
-        self.publisher = Publisher(
-            store=store,
-            signing_key=pki.conf_key,
-            signing_certificate=pki.conf_cert,
-            publish_dir=self.dir,
-        )
+        self.publisher = publisher(store, pki, self.dir)
         self.executor = concurrent.futures.ThreadPoolExecutor(1)
         self.stamper = ConflogTimestamper(
             store=store,

@@ -36,7 +36,7 @@ from registry.config import load_config, render_config
 from registry.conflog import ProofBundle, log_id_for, verify_entry, verify_head, verify_timestamped
 from registry.errors import RegistryError
 from registry.metrics import registry_metrics
-from registry.publisher import PublicationLoop, PublishedConfiguration, Publisher
+from registry.publisher import PublicationLoop, PublishedConfiguration
 from registry.server import RegistryServer
 from registry.sqlstore import SqlRegistryStore
 from registry.store import Change
@@ -44,7 +44,7 @@ from serai.cli import main
 from serai.errors import ErrorCode, SeraiError
 from serai.merkle import verify_consistency
 from serai.tokens import TokenVerifier
-from tests.conflogkit import Pki, approve, der, make_pki
+from tests.conflogkit import Pki, approve, der, make_pki, publisher
 from tests.messagelogharness import pg_url
 from tests.pgutil import fresh_database
 
@@ -91,13 +91,7 @@ class Registry:
     def __init__(self, store: SqlRegistryStore, pki: Pki, root: Path, clock: Clock) -> None:
         self.store, self.pki, self.clock = store, pki, clock
         self.dir = root / "pub"
-        self.publisher = Publisher(
-            store=store,
-            signing_key=pki.conf_key,
-            signing_certificate=pki.conf_cert,
-            publish_dir=self.dir,
-            clock=clock,
-        )
+        self.publisher = publisher(store, pki, self.dir, clock=clock)
         self.published: list[PublishedConfiguration] = []
 
     def approve(self) -> Registry:
