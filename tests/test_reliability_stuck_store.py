@@ -30,7 +30,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -41,11 +40,11 @@ import pytest
 from gateway.commit import LogRecord, LogUnavailableError
 from gateway.config import DEFAULT_MESSAGE_LOG_STUCK_AFTER_S, parse_config, render_config
 from gateway.messagelog import MessageLog
-from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER
 from serai.errors import ConfigError, ErrorCode, Origin
 from serai.merkle import leaf_hash, root_hash
 from tests.pgcluster import PrivateCluster, private_cluster
 from tests.test_reliability_tsa_postgres import (
+    call,
     federation,
     log_verify,
     metric,
@@ -154,42 +153,6 @@ async def test_a_batch_sent_to_a_frozen_server_is_seen_stuck_then_commits_whole(
 
 
 # -- the federation ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    message_id: str
-    elapsed_s: float
-    status: str  # gRPC status name
-    error: str | None  # x-road-error: origin:code:message
-    echoed: bool
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "OK" and self.error is None and self.echoed
-
-
-def call(channel: grpc.Channel, deadline_s: float) -> Outcome:
-    """One exchange through both gateways, as the consumer IS, with its own message id."""
-    message_id = str(uuid.uuid4())
-    body = message_id.encode()
-    metadata = (
-        ("x-road-client", CONSUMER),
-        ("x-road-service", PROVIDER),
-        ("x-road-id", message_id),
-    )
-    started = time.monotonic()
-    try:
-        answer = channel.unary_unary(BENCH_METHOD, None, None)(
-            body, metadata=metadata, timeout=deadline_s
-        )
-    except grpc.RpcError as exc:
-        failed: grpc.Call = exc  # type: ignore[assignment]  # a RpcError is also a Call
-        error = next(
-            (str(v) for k, v in failed.trailing_metadata() or () if k == "x-road-error"), None
-        )
-        return Outcome(message_id, time.monotonic() - started, failed.code().name, error, False)
-    return Outcome(message_id, time.monotonic() - started, "OK", None, answer == body)
 
 
 def _kinds(dsn: str, message_id: str) -> set[int]:

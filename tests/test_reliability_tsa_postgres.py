@@ -216,14 +216,15 @@ def _error_of(metadata: object) -> str | None:
     return None
 
 
-def call(channel: grpc.Channel) -> Outcome:
-    """One exchange through the gateways, as the consumer IS, with its own message id."""
+def call(channel: grpc.Channel, deadline_s: float = DEADLINE_S) -> Outcome:
+    """One exchange through the gateways, as the consumer IS, with its own message id,
+    under a deadline of ``deadline_s``."""
     message_id = str(uuid.uuid4())
     body = message_id.encode() * 4
     stub = channel.unary_unary(BENCH_METHOD, None, None)
     started = time.monotonic()
     try:
-        answer = stub(body, metadata=_metadata(message_id), timeout=DEADLINE_S)
+        answer = stub(body, metadata=_metadata(message_id), timeout=deadline_s)
     except grpc.RpcError as exc:
         failed: grpc.Call = exc  # type: ignore[assignment]  # a RpcError is also a Call
         return Outcome(
