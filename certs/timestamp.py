@@ -47,7 +47,7 @@ import hashlib
 import hmac
 import secrets
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -64,7 +64,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from certs.der import check_der
 from certs.errors import CertificateError, TimestampError
 from certs.profiles import Profile
-from certs.validation import TrustStore, validate_path
+from certs.validation import TrustStore, ValidatedPath, validate_path
 from serai.errors import ErrorCode
 
 __all__ = [
@@ -229,16 +229,20 @@ def verify_token(
     digest: bytes | None = None,
     hash_name: str | None = None,
     nonce: int | None = None,
-    trusted_roots: Sequence[x509.Certificate],
+    trusted_roots: Sequence[x509.Certificate] | TrustStore,
     untrusted: Sequence[x509.Certificate] = (),
     policy: str | None = None,
     at: dt.datetime | None = None,
+    validate: Callable[..., ValidatedPath] = validate_path,
 ) -> TimestampToken:
     """Verify a stored DER time-stamp token (a CMS ``ContentInfo``).
 
     Certificates are checked at the token's ``genTime`` unless ``at`` is given, so a
     token stays verifiable after its TSA certificate expires. See the module docstring
-    for every rule. Raises :class:`TimestampError`.
+    for every rule. ``trusted_roots`` may be a :class:`~certs.validation.TrustStore` of
+    them (its intermediates help build the path); ``validate`` is called as
+    :func:`~certs.validation.validate_path` is, and must answer as it does (a caller's
+    cache of it). Raises :class:`TimestampError`.
     """
     if (data is None) == (digest is None):
         raise TimestampError("give exactly one of data and digest", code=ErrorCode.INVALID_REQUEST)
@@ -255,6 +259,7 @@ def verify_token(
             untrusted=untrusted,
             policy=policy,
             at=at,
+            validate=validate,
         )
     except _FOREIGN_ERRORS as exc:
         # cryptography parses certificate fields lazily: a malformed one surfaces on use.
@@ -268,10 +273,11 @@ def _verify_token(
     digest: bytes | None,
     hash_name: str | None,
     nonce: int | None,
-    trusted_roots: Sequence[x509.Certificate],
+    trusted_roots: Sequence[x509.Certificate] | TrustStore,
     untrusted: Sequence[x509.Certificate],
     policy: str | None,
     at: dt.datetime | None,
+    validate: Callable[..., ValidatedPath],
 ) -> TimestampToken:
     parsed = _parse_token(token_der)
     tst = parsed.tst_info
@@ -298,7 +304,9 @@ def _verify_token(
     _check_signature(parsed.signer_info, parsed.signed_attrs_der, signer)
     _check_tsa_usage(signer)
     when = at if at is not None else tst.gen_time
-    chain = _validate_path(signer, [*parsed.certificates, *untrusted], trusted_roots, when)
+    chain = _validate_path(
+        signer, [*parsed.certificates, *untrusted], trusted_roots, when, validate
+    )
     return TimestampToken(
         token_der=token_der,
         gen_time=tst.gen_time,
@@ -771,16 +779,17 @@ def _check_tsa_usage(cert: x509.Certificate) -> None:
 def _validate_path(
     leaf: x509.Certificate,
     pool: Sequence[x509.Certificate],
-    roots: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate] | TrustStore,
     when: dt.datetime,
+    validate: Callable[..., ValidatedPath],
 ) -> list[x509.Certificate]:
     """The path from ``leaf`` to a trusted root, by the rules of :mod:`certs.validation`
     for a time-stamping certificate, at ``when``."""
     try:
-        path = validate_path(
+        path = validate(
             leaf,
             intermediates=pool,
-            trust=TrustStore(roots=roots),
+            trust=roots if isinstance(roots, TrustStore) else TrustStore(roots=roots),
             at=when,
             purpose=Profile.TSA,
             revocation=None,

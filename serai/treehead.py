@@ -68,7 +68,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NoReturn
 
@@ -85,7 +85,7 @@ from certs.errors import PKIError, TimestampError
 from certs.keys import PrivateKey, parse_der_certificate
 from certs.profiles import Profile
 from certs.timestamp import verify_token
-from certs.validation import TrustStore, validate_path
+from certs.validation import TrustStore, ValidatedPath, validate_path
 from serai import jws
 from serai.errors import ErrorCode, Origin, SeraiError
 
@@ -284,19 +284,25 @@ def verify_signed_tree_head(
     at: dt.datetime,
     expected_log_id: str | None = None,
     purpose: Profile = Profile.LOG_SIGNING,
+    validate: Callable[..., ValidatedPath] = validate_path,
 ) -> TreeHead:
     """Verify a signed tree head and return the head it signs (see the module docstring).
 
     ``at`` (timezone-aware) is when the certificates must be valid. ``purpose`` is the
     certificate profile the signer needs: ``logsign`` (gateways) or ``confsign`` (the
-    registry's configuration log). Raises :class:`TreeHeadError`.
+    registry's configuration log). ``validate`` is called as
+    :func:`~certs.validation.validate_path` is, and must answer as it does (a caller's
+    cache of it). Raises :class:`TreeHeadError`.
     """
     if at.utcoffset() is None:
         raise ValueError("verify_signed_tree_head: 'at' must be timezone-aware")
     if purpose not in _LOG_PURPOSES:
         raise ValueError(f"verify_signed_tree_head: {purpose.value!r} does not sign logs")
-    token = sth.jws if isinstance(sth, SignedTreeHead) else sth
-    head, chain = parse_signed_tree_head(token)
+    if isinstance(sth, SignedTreeHead):  # decoded from its bytes when it was built
+        token, head, chain = sth.jws, sth.head, sth.chain
+    else:
+        token = sth
+        head, chain = parse_signed_tree_head(token)
     leaf = chain[0]
     protected, payload_part, signature_part = token.split(b".")
     alg = _protected_header(protected)["alg"]
@@ -313,7 +319,7 @@ def verify_signed_tree_head(
         trusted_roots if isinstance(trusted_roots, TrustStore) else TrustStore(roots=trusted_roots)
     )
     try:
-        validate_path(
+        validate(
             leaf,
             intermediates=chain[1:],
             trust=trust,

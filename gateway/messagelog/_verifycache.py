@@ -1,6 +1,6 @@
 """What the auditor's verifier (:mod:`gateway.messagelog.verify`) remembers between
-records, so that work whose answer is fixed by the bytes is done once per distinct
-input instead of once per record. Unlike the gateway's online cache
+records and tree heads, so that work whose answer is fixed by the bytes is done once per
+distinct input instead of once per record or head. Unlike the gateway's online cache
 (:mod:`gateway._verifycache`), every hit here stands for exactly the verdict the check
 would give if it were run again: the verifier's verdicts are the same with or without it.
 
@@ -53,23 +53,42 @@ Rules:
 7. **Bounds.** Each table keeps at most ``max_entries`` keys, least recently used
    dropped first; a key's cells are bounded by its constants. One verifier owns its
    caches (one thread); nothing is shared between verifications.
+8. **Certification paths without revocation** (:class:`PathVerdicts`: the log-signing
+   certificate of every tree head, the TSA certificate of every time-stamp token). Only
+   a call with exactly a leaf, ``intermediates``, ``trust``, ``at`` (aware),
+   ``purpose`` and ``revocation=None`` is answered from memory; any other (a revocation
+   checker, a TLS role, a maximum depth, a naive time) goes to
+   :func:`certs.validation.validate_path` every time. Key: the purpose, the exact DER
+   of the leaf and of every intermediate offered, in order, and the trust store's
+   :func:`trust_digest`. Such a call compares its time only with the ``notBefore`` and
+   ``notAfter`` of the leaf and of the certificates the search may use (those offered,
+   the store's roots and intermediates); everything else it does (decoding, signatures,
+   CA constraints, purposes, the search order and its budget) is a function of the
+   key's bytes. So, as in rule 3, an ``at`` in a cell where the same key was accepted
+   is accepted again, with the path found then (the same certificates, byte for byte)
+   and this ``at``; any other ``at`` (another cell, outside a validity) is validated in
+   full. A refusal is raised by ``validate_path`` itself and never remembered (rule 1).
+   ``cryptography``'s deprecation warnings, which the verifier turns into refusals, are
+   a function of the bytes too: a key accepted once raised none.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
 from certs.ocsp_client import DEFAULT_CLOCK_SKEW_S
-from certs.validation import TrustStore
+from certs.profiles import Profile
+from certs.validation import TrustStore, ValidatedPath, validate_path
 from gateway._verifycache import LRU
 from gateway.messagelog.timeline import ArchivedConfiguration, ConfigurationTimeline
 
@@ -78,6 +97,7 @@ __all__ = [
     "CertificateVerdicts",
     "InForce",
     "Members",
+    "PathVerdicts",
     "ProtectedHeaders",
     "time_cell",
     "trust_digest",
@@ -99,6 +119,10 @@ def time_cell(bounds: Sequence[dt.datetime], at: dt.datetime) -> Cell:
     return position, position < len(bounds) and bounds[position] == at
 
 
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
 def trust_digest(trust: TrustStore) -> bytes:
     """SHA-256 over the exact DER of ``trust``'s roots, then its known intermediates,
     each group counted and each certificate length-prefixed (rule 2)."""
@@ -112,6 +136,9 @@ def trust_digest(trust: TrustStore) -> bytes:
 
 
 _VerdictKey = tuple[bytes, tuple[bytes, ...], bytes, bytes, float, float]
+#: What :class:`CertificateVerdicts` is asked about: the record's chain (DER, leaf first),
+#: its OCSP response (or ``None``), the trust store, the maximum OCSP age and the time.
+CertificateCheck = tuple[Sequence[bytes], bytes | None, TrustStore, float, dt.datetime]
 
 
 @dataclass(slots=True)
@@ -120,18 +147,26 @@ class _Verdict:
     cells: set[Cell] = field(default_factory=set)
 
 
-class CertificateVerdicts:
+class _Counted:
+    """A table keyed by trust stores among other bytes, counting its hits and misses."""
+
+    __slots__ = ("_digests", "hits", "misses")
+
+    def __init__(self) -> None:
+        self._digests = _TrustDigests()
+        self.hits = 0
+        self.misses = 0
+
+
+class CertificateVerdicts(_Counted):
     """Accepted signing-certificate paths with their OCSP responses, by exact bytes and
     cell of time (rules 1 to 3)."""
 
-    __slots__ = ("_digests", "_verdicts", "hits", "misses")
+    __slots__ = ("_verdicts",)
 
     def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        super().__init__()
         self._verdicts: LRU[_VerdictKey, _Verdict] = LRU(max_entries)
-        # id(store) -> (store, digest): the store is held so that its id is not reused.
-        self._digests: dict[int, tuple[TrustStore, bytes]] = {}
-        self.hits = 0
-        self.misses = 0
 
     def _key(
         self,
@@ -140,30 +175,19 @@ class CertificateVerdicts:
         trust: TrustStore,
         max_age_s: float,
     ) -> _VerdictKey:
-        known = self._digests.get(id(trust))
-        if known is None or known[0] is not trust:
-            if len(self._digests) >= DEFAULT_MAX_ENTRIES:
-                self._digests.clear()
-            known = (trust, trust_digest(trust))
-            self._digests[id(trust)] = known
         return (
             _PURPOSE,
             tuple(bytes(der) for der in chain),
             b"" if ocsp_response is None else b"R" + bytes(ocsp_response),
-            known[1],
+            self._digests.of(trust),
             float(max_age_s),
             float(DEFAULT_CLOCK_SKEW_S),
         )
 
-    def accepted(
-        self,
-        chain: Sequence[bytes],
-        ocsp_response: bytes | None,
-        trust: TrustStore,
-        max_age_s: float,
-        at: dt.datetime,
-    ) -> bool:
-        """Whether this exact check was accepted before in the cell of ``at``."""
+    def accepted(self, *check: *CertificateCheck) -> bool:
+        """Whether this exact check (chain, OCSP response, trust store, maximum OCSP age,
+        time) was accepted before in the cell of its time."""
+        chain, ocsp_response, trust, max_age_s, at = check
         if at.utcoffset() is None:
             return False  # the check itself refuses a naive time; never answer for it
         verdict = self._verdicts.get(self._key(chain, ocsp_response, trust, max_age_s))
@@ -175,16 +199,13 @@ class CertificateVerdicts:
 
     def remember(
         self,
-        chain: Sequence[bytes],
-        ocsp_response: bytes | None,
-        trust: TrustStore,
-        max_age_s: float,
-        at: dt.datetime,
-        *,
+        *check: *CertificateCheck,
         leaf: x509.Certificate,
         intermediates: Sequence[x509.Certificate],
     ) -> None:
-        """Record that the check of these inputs accepted at ``at`` (call only then)."""
+        """Record that this check (as for :meth:`accepted`) accepted at its time (call
+        only then); ``leaf`` and ``intermediates`` are the chain's certificates, parsed."""
+        chain, ocsp_response, trust, max_age_s, at = check
         if at.utcoffset() is None:
             return
         key = self._key(chain, ocsp_response, trust, max_age_s)
@@ -202,11 +223,96 @@ class CertificateVerdicts:
         verdict.cells.add(time_cell(verdict.bounds, at))
 
 
+class _TrustDigests:
+    """:func:`trust_digest` of the trust stores met, by identity (a store is immutable);
+    each store is held so that its id cannot be reused by another."""
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[TrustStore, bytes]] = {}
+
+    def of(self, trust: TrustStore) -> bytes:
+        known = self._known.get(id(trust))
+        if known is None or known[0] is not trust:
+            if len(self._known) >= DEFAULT_MAX_ENTRIES:
+                self._known.clear()
+            known = (trust, trust_digest(trust))
+            self._known[id(trust)] = known
+        return known[1]
+
+
+_PathKey = tuple[bytes, bytes, tuple[bytes, ...], bytes]
+#: The arguments of ``validate_path`` with which a path is remembered (rule 8): those the
+#: tree-head and time-stamp checks pass; any other (a TLS role, a maximum depth) goes
+#: to ``validate_path`` every time.
+_REMEMBERED_OPTIONS: Final = frozenset({"intermediates", "trust", "at", "purpose", "revocation"})
+
+
+@dataclass(slots=True)
+class _Paths:
+    bounds: tuple[dt.datetime, ...]
+    by_cell: dict[Cell, ValidatedPath] = field(default_factory=dict)
+
+
+class PathVerdicts(_Counted):
+    """:func:`certs.validation.validate_path` without revocation, by exact bytes and cell
+    of time (rule 8): the certification paths of log-signing and TSA certificates, the
+    same on every tree head. :meth:`validate` takes and does what ``validate_path`` does,
+    so it is passed where that is called (``validate=`` of
+    :func:`serai.treehead.verify_signed_tree_head` and
+    :func:`certs.timestamp.verify_token`)."""
+
+    __slots__ = ("_paths",)
+
+    def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        super().__init__()
+        self._paths: LRU[_PathKey, _Paths] = LRU(max_entries)
+
+    def validate(self, leaf: x509.Certificate, **options: Any) -> ValidatedPath:
+        """What ``validate_path(leaf, **options)`` returns or raises (rule 8)."""
+        at, trust, purpose = options.get("at"), options.get("trust"), options.get("purpose")
+        if (
+            options.keys() != _REMEMBERED_OPTIONS
+            or options["revocation"] is not None
+            or not isinstance(at, dt.datetime)
+            or at.utcoffset() is None
+            or not isinstance(trust, TrustStore)
+            or not isinstance(purpose, Profile)
+        ):
+            return validate_path(leaf, **options)  # checked in full, every time
+        intermediates: Sequence[x509.Certificate] = options["intermediates"]
+        key = (
+            purpose.value.encode(),
+            _der(leaf),
+            tuple(_der(c) for c in intermediates),
+            self._digests.of(trust),
+        )
+        known = self._paths.get(key)
+        if known is not None:
+            path = known.by_cell.get(time_cell(known.bounds, at))
+            if path is not None:
+                self.hits += 1
+                return dataclasses.replace(path, at=at.astimezone(dt.UTC))
+        self.misses += 1
+        path = validate_path(leaf, **options)  # a refusal is raised and never remembered
+        if known is None:
+            bounds = _time_bounds([leaf, *intermediates, *trust.roots, *trust.intermediates])
+            if bounds is None:
+                return path
+            known = _Paths(bounds)
+            self._paths.put(key, known)
+        known.by_cell[time_cell(known.bounds, at)] = path
+        return path
+
+
 def _time_bounds(
-    certificates: Sequence[x509.Certificate], ocsp_response: bytes | None, max_age_s: float
+    certificates: Sequence[x509.Certificate],
+    ocsp_response: bytes | None = None,
+    max_age_s: float = 0.0,
 ) -> tuple[dt.datetime, ...] | None:
-    """Every constant the check compares its time with (rule 3), sorted and distinct;
-    ``None`` when one cannot be read."""
+    """Every constant the check compares its time with (rules 3 and 8), sorted and
+    distinct; ``None`` when one cannot be read."""
     found: set[dt.datetime] = set()
     try:
         for cert in certificates:

@@ -57,9 +57,11 @@ What each check establishes (``check`` names, as reported):
     ``max_skew_s``): a record cannot be signed after the log committed to it.
 
 Remembered work. A verifier checks thousands of records signed with one certificate
-chain and one OCSP response under one trust store; :mod:`gateway.messagelog._verifycache`
-lets it do the work whose answer those bytes fix once, and the verdicts, every failure
-and its message are the same as without it (``remember=False`` turns it off):
+chain and one OCSP response under one trust store, and a tree head a second signed by
+one log-signing certificate and time-stamped by one TSA;
+:mod:`gateway.messagelog._verifycache` lets it do the work whose answer those bytes fix
+once, and the verdicts, every failure and its message are the same as without it
+(``remember=False`` turns it off):
 
 * a ``header_certificate`` check accepted before for the same chain, OCSP response and
   trust store, byte for byte, and the same maximum OCSP age, is accepted again only at
@@ -70,7 +72,14 @@ and its message are the same as without it (``remember=False`` turns it off):
   ``alg`` are checked once per exact (protected header, ``typ``, chain); the signature
   over each record's own signing input is verified for every record;
 * the member a leaf names, and the configurations in force in each interval between
-  their ``generated_at`` and ``expires_at`` instants, are read once.
+  their ``generated_at`` and ``expires_at`` instants, are read once;
+* the certification path of a head's log-signing certificate, and of its token's TSA
+  certificate, is validated once per exact (leaf, offered certificates, trust store,
+  purpose) and cell of time: an ``at`` that compares the same way with the ``notBefore``
+  and ``notAfter`` of every certificate the search may use; any other time, and every
+  refusal, is validated in full. Each head's JWS signature and its token (encoding,
+  imprint, CMS signature, signer, genTime, approval of the TSA) are checked for every
+  head.
 
 Failures are never remembered; see that module for the invariants.
 
@@ -103,7 +112,7 @@ from certs.ocsp_client import DEFAULT_MAX_AGE_S
 from certs.profiles import Profile
 from certs.revocation import OCSPResponsesChecker
 from certs.timestamp import verify_token
-from certs.validation import member_of, validate_path
+from certs.validation import TrustStore, ValidatedPath, member_of, validate_path
 from gateway.commit import LogRecord, RecordKind, decode_canonical
 from gateway.errors import GatewayError
 from gateway.headers import RequestHeader, ResponseHeader
@@ -112,6 +121,7 @@ from gateway.messagelog._verifycache import (
     CertificateVerdicts,
     InForce,
     Members,
+    PathVerdicts,
     ProtectedHeaders,
 )
 from gateway.messagelog.timeline import ArchivedConfiguration, ConfigurationTimeline
@@ -244,6 +254,13 @@ def _fail(check: str, message: str) -> NoReturn:
     raise _CheckFailedError(check, message)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _TsaCertificates:
+    roots: TrustStore
+    untrusted: list[x509.Certificate]
+    listed: frozenset[bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class _Request:
     message_id: str
@@ -269,15 +286,15 @@ class EvidenceVerifier:
         self._max_ocsp_age_s = max_ocsp_age_s
         self._skew = dt.timedelta(seconds=max_skew_s)
         self._requests: dict[bytes, _Request] = {}
-        self._tsa_cache: (
-            tuple[int, tuple[list[x509.Certificate], list[x509.Certificate], frozenset[bytes]]]
-            | None
-        ) = None
+        self._tsa_cache: tuple[int, _TsaCertificates] | None = None
         # What is remembered between records (module docstring, "Remembered work");
         # ``remember=False`` checks everything afresh (the tests compare the two).
         self._verdicts = CertificateVerdicts() if remember else None
         self._protected = ProtectedHeaders() if remember else None
         self._members = Members() if remember else None
+        self._validate: Callable[..., ValidatedPath] = (
+            PathVerdicts().validate if remember else validate_path
+        )
         self._in_force_at = InForce(timeline).at if remember else timeline.in_force
         self.report = VerificationReport(log_id=log_id, configurations=len(timeline))
 
@@ -350,6 +367,7 @@ class EvidenceVerifier:
                     trusted_roots=entry.snapshot.trust_store,
                     at=at,
                     expected_log_id=self._log_id,
+                    validate=self._validate,
                 )
             except TreeHeadError as exc:
                 first = first or exc
@@ -358,12 +376,10 @@ class EvidenceVerifier:
         assert first is not None  # configurations is never empty here
         _fail("head_signature", first.message)
 
-    def _tsa_certificates(
-        self,
-    ) -> tuple[list[x509.Certificate], list[x509.Certificate], frozenset[bytes]]:
-        """Every approved root, the other certificates the configurations list (CA
-        intermediates, TSA chains), and the DER of all of them; kept until the timeline
-        grows (a live log has a head per second)."""
+    def _tsa_certificates(self) -> _TsaCertificates:
+        """Every approved root (as one trust store), the other certificates the
+        configurations list (CA intermediates, TSA chains), and the DER of all of them;
+        kept until the timeline grows (a live log has a head per second)."""
         if self._tsa_cache is not None and self._tsa_cache[0] == len(self._timeline):
             return self._tsa_cache[1]  # (``configurations`` sorts them all: not per head)
         configurations = self._timeline.configurations
@@ -379,20 +395,26 @@ class EvidenceVerifier:
                 ),
             ]
         )
-        found = (roots, untrusted, frozenset(_der(c) for c in [*roots, *untrusted]))
+        # Approved roots all passed TrustStore's checks in their configuration's store.
+        found = _TsaCertificates(
+            roots=TrustStore(roots=roots),
+            untrusted=untrusted,
+            listed=frozenset(_der(c) for c in [*roots, *untrusted]),
+        )
         self._tsa_cache = (len(configurations), found)
         return found
 
     def _check_timestamp(self, jws: bytes, token: bytes) -> dt.datetime:
-        roots, untrusted, listed = self._tsa_certificates()
-        _check_token_encoding(token, listed)
+        known = self._tsa_certificates()
+        _check_token_encoding(token, known.listed)
         try:
             verified = verify_token(
                 token,
                 digest=hashlib.sha256(jws).digest(),
                 hash_name="sha256",
-                trusted_roots=roots,
-                untrusted=untrusted,
+                trusted_roots=known.roots,
+                untrusted=known.untrusted,
+                validate=self._validate,
             )
         except TimestampError as exc:
             _fail("head_timestamp", exc.message)
