@@ -18,6 +18,8 @@ edits ``registry.toml`` before the registry starts, ``gateway_options`` adds opt
 gateway's ``serai gateway init``, and ``prepare`` runs once both gateways' directories
 are made, before they are registered and started (it may edit each ``gateway.toml`` and
 register more with the registry). Without them, what :func:`bring_up` does is the bench's.
+Tests that need only its first steps use :func:`start_pki` and :func:`start_registry`
+(or, starting nothing, :func:`init_pki` and :func:`init_registry`).
 """
 
 from __future__ import annotations
@@ -49,8 +51,13 @@ __all__ = [
     "PROVIDER",
     "Federation",
     "Setup",
+    "Spawn",
     "bring_up",
+    "init_pki",
+    "init_registry",
     "start_nginx_pair",
+    "start_pki",
+    "start_registry",
 ]
 
 CONSUMER: Final = "UZ/GOV/MINJUST/property"
@@ -130,61 +137,17 @@ def bring_up(
         say(f"started {name} (pid {service.pid})")
         return service
 
-    ocsp_port, tsa_port = free_port(), free_port()
-    pki = workdir / "pki"
+    pki, reg = workdir / "pki", workdir / "registry"
     say("creating the development PKI")
-    must(
-        run_serai(
-            "pki", "init", "--dir", pki, "--instance", "UZ",
-            "--ocsp-url", f"http://127.0.0.1:{ocsp_port}/",
-            "--tsa-url", f"http://127.0.0.1:{tsa_port}/",
-        )
-    )  # fmt: skip
-    next_update = [] if ocsp_next_update_s is None else ["--next-update-s", str(ocsp_next_update_s)]
-    ocsp = spawn(
-        "ocsp",
-        [
-            *SERAI, "pki", "ocsp", "serve", "--dir", str(pki),
-            "--listen", f"127.0.0.1:{ocsp_port}", *next_update,
-        ],
-        "ocsp_stopped",
-    )  # fmt: skip
-    tsa = spawn(
-        "tsa",
-        [*SERAI, "pki", "tsa", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{tsa_port}"],
-        "tsa_stopped",
+    ocsp_listen, tsa_listen = start_pki(pki, spawn, ocsp_next_update_s=ocsp_next_update_s)
+    env = start_registry(
+        reg,
+        spawn,
+        pki=pki,
+        token=workdir / "registry.jwt",
+        subject="bench",
+        edit_registry=edit_registry,
     )
-    ocsp.wait_for("ocsp_listening")
-    tsa.wait_for("tsa_listening")
-
-    reg = workdir / "registry"
-    must(
-        run_serai(
-            "registry", "init", "--dir", reg, "--instance", "UZ", "--pki", pki,
-            "--grpc-listen", f"127.0.0.1:{free_port()}",
-            "--http-listen", f"127.0.0.1:{free_port()}",
-        )
-    )  # fmt: skip
-    if edit_registry is not None:
-        edit_registry(reg / "registry.toml")
-    registry = spawn(
-        "registry",
-        [*SERAI, "registry", "serve", "--config", str(reg / "registry.toml")],
-        "registry_stopped",
-    )
-    listening = registry.wait_for("registry_listening")
-    token = workdir / "registry.jwt"
-    must(
-        run_serai(
-            "registry", "token", "issue", "--config", reg / "registry.toml",
-            "--role", "registry-admin", "--subject", "bench", "--out", token,
-        )
-    )  # fmt: skip
-    env = {
-        **os.environ,
-        "SERAI_REGISTRY": str(listening["grpc"]),
-        "SERAI_REGISTRY_TOKEN": token.read_text().strip(),
-    }
     say("registering the members and subsystems")
     for member, name, subsystem in (
         ("UZ/GOV/MINJUST", "Ministry of Justice", CONSUMER),
@@ -222,8 +185,8 @@ def bring_up(
     setup = Setup(
         workdir=workdir,
         pki=pki,
-        ocsp_listen=f"127.0.0.1:{ocsp_port}",
-        tsa_listen=f"127.0.0.1:{tsa_port}",
+        ocsp_listen=ocsp_listen,
+        tsa_listen=tsa_listen,
         registry_config=reg / "registry.toml",
         registry_env=env,
         anchor=anchor,
@@ -289,6 +252,90 @@ def bring_up(
         listening=at,
         admin_token=admin_token,
     )
+
+
+#: Starts a long-running process: ``spawn(name, argv, stopped_event)``.
+Spawn = Callable[[str, list[str], str], Service]
+
+
+def init_pki(pki: Path, *, ocsp_listen: str, tsa_listen: str) -> None:
+    """``serai pki init``: the development PKI (instance ``UZ``) in ``pki``, its
+    certificates naming the OCSP responder and the TSA at ``ocsp_listen`` and
+    ``tsa_listen`` (HOST:PORT)."""
+    must(
+        run_serai(
+            "pki", "init", "--dir", pki, "--instance", "UZ",
+            "--ocsp-url", f"http://{ocsp_listen}/", "--tsa-url", f"http://{tsa_listen}/",
+        )
+    )  # fmt: skip
+
+
+def start_pki(pki: Path, spawn: Spawn, *, ocsp_next_update_s: int | None = None) -> tuple[str, str]:
+    """Create the development PKI in ``pki`` (:func:`init_pki`, on free loopback ports)
+    and start its OCSP responder (``--next-update-s`` when given) and TSA with ``spawn``;
+    once both listen, their HOST:PORTs."""
+    ocsp_listen, tsa_listen = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    init_pki(pki, ocsp_listen=ocsp_listen, tsa_listen=tsa_listen)
+    next_update = [] if ocsp_next_update_s is None else ["--next-update-s", str(ocsp_next_update_s)]
+    ocsp = spawn(
+        "ocsp",
+        [*SERAI, "pki", "ocsp", "serve", "--dir", str(pki), "--listen", ocsp_listen, *next_update],
+        "ocsp_stopped",
+    )
+    tsa = spawn(
+        "tsa",
+        [*SERAI, "pki", "tsa", "serve", "--dir", str(pki), "--listen", tsa_listen],
+        "tsa_stopped",
+    )
+    ocsp.wait_for("ocsp_listening")
+    tsa.wait_for("tsa_listening")
+    return ocsp_listen, tsa_listen
+
+
+def init_registry(reg: Path, *, pki: Path) -> Path:
+    """``serai registry init`` in ``reg`` with the PKI in ``pki``, its gRPC and HTTP
+    ports free loopback ones; its ``registry.toml``."""
+    must(
+        run_serai(
+            "registry", "init", "--dir", reg, "--instance", "UZ", "--pki", pki,
+            "--grpc-listen", f"127.0.0.1:{free_port()}",
+            "--http-listen", f"127.0.0.1:{free_port()}",
+        )
+    )  # fmt: skip
+    return reg / "registry.toml"
+
+
+def start_registry(
+    reg: Path,
+    spawn: Spawn,
+    *,
+    pki: Path,
+    token: Path,
+    subject: str,
+    edit_registry: Callable[[Path], None] | None = None,
+) -> dict[str, str]:
+    """Make the registry in ``reg`` (:func:`init_registry`; ``edit_registry`` gets its
+    ``registry.toml`` first) and start it with ``spawn``; once it listens, write a
+    ``registry-admin`` token for ``subject`` to ``token`` and return the environment of a
+    ``serai registry`` command that uses them (``SERAI_REGISTRY``, ``SERAI_REGISTRY_TOKEN``)."""
+    config = init_registry(reg, pki=pki)
+    if edit_registry is not None:
+        edit_registry(config)
+    registry = spawn(
+        "registry", [*SERAI, "registry", "serve", "--config", str(config)], "registry_stopped"
+    )
+    listening = registry.wait_for("registry_listening")
+    must(
+        run_serai(
+            "registry", "token", "issue", "--config", config,
+            "--role", "registry-admin", "--subject", subject, "--out", token,
+        )
+    )  # fmt: skip
+    return {
+        **os.environ,
+        "SERAI_REGISTRY": str(listening["grpc"]),
+        "SERAI_REGISTRY_TOKEN": token.read_text().strip(),
+    }
 
 
 def start_nginx_pair(

@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 
@@ -39,7 +41,32 @@ def deep_examples(count: int) -> int:
     return max(1, round(count * float(os.environ.get("SERAI_FUZZ_DEEP", "1"))))
 
 
+#: Fuzzed inputs per fuzz test of a running server (``parametrize("examples", ...)``):
+#: 100 in the default run, and 500 (:func:`deep_examples`) in the ``slow`` run.
+SERVER_EXAMPLES: list[Any] = [
+    100,
+    pytest.param(deep_examples(500), marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
+]
+
+
+def server_settings(examples: int) -> settings:
+    """Hypothesis settings for fuzzing a running server with ``examples`` inputs: no
+    deadline, and none of the health checks that a server shared by the examples, slow
+    calls and large inputs trip."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
+
+
 __all__ = [
+    "SERVER_EXAMPLES",
     "Data",
     "Item",
     "Mutation",
@@ -57,6 +84,8 @@ __all__ = [
     "protobuf_wire",
     "raw_bytes",
     "resolve",
+    "server_settings",
+    "set_field",
     "varint",
 ]
 
@@ -354,6 +383,15 @@ def protobuf_wire(max_records: int = 8) -> st.SearchStrategy[bytes]:
         lambda inner: st.lists(_wire_record(inner), max_size=max_records).map(b"".join),
         max_leaves=6,
     )
+
+
+def set_field(message: Any, field: Any, values: list[Any]) -> None:
+    """Set ``field`` (a descriptor of one of ``message``'s fields) to ``values``: all of
+    them for a repeated field, else the first."""
+    if field.is_repeated:
+        getattr(message, field.name).extend(values)
+    else:
+        setattr(message, field.name, values[0])
 
 
 def field(number: int, value: bytes | int) -> bytes:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from certs.keys import load_private_key
@@ -68,6 +67,7 @@ from gateway.admin import (
 )
 from gateway.commit import InMemoryExchangeLog
 from gateway.config import load_config
+from serai._benchfed import start_pki, start_registry
 from serai._demoprocs import SERAI, Service, must, run_serai, stop_all
 from serai.cliutil import read_passphrase
 from serai.errors import ERROR_METADATA_KEY, ErrorCode, grpc_status_for
@@ -106,22 +106,6 @@ ADMIN_CODES: Final = {
     ErrorCode.PERMISSION_DENIED,
     ErrorCode.MESSAGE_TOO_LARGE,
 }
-
-_HEALTH = [
-    HealthCheck.function_scoped_fixture,
-    HealthCheck.too_slow,
-    HealthCheck.data_too_large,
-    HealthCheck.large_base_example,
-]
-#: Fuzzed inputs in the default run, and in the slow run.
-EXAMPLES = [
-    100,
-    pytest.param(fz.deep_examples(500), marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
-]
-
-
-def _settings(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, suppress_health_check=_HEALTH)
 
 
 # -- the running gateway ----------------------------------------------------------------------
@@ -211,51 +195,11 @@ def _bring_up(workdir: Path, services: list[Service]) -> Admin:
         services.append(service)
         return service
 
-    ocsp_port, tsa_port = free_port(), free_port()
     pki, reg = workdir / "pki", workdir / "registry"
-    must(
-        run_serai(
-            "pki", "init", "--dir", pki, "--instance", "UZ",
-            "--ocsp-url", f"http://127.0.0.1:{ocsp_port}/",
-            "--tsa-url", f"http://127.0.0.1:{tsa_port}/",
-        )
-    )  # fmt: skip
-    spawn(
-        "ocsp",
-        [*SERAI, "pki", "ocsp", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{ocsp_port}"],
-        "ocsp_stopped",
-    )
-    spawn(
-        "tsa",
-        [*SERAI, "pki", "tsa", "serve", "--dir", str(pki), "--listen", f"127.0.0.1:{tsa_port}"],
-        "tsa_stopped",
-    )
-    must(
-        run_serai(
-            "registry", "init", "--dir", reg, "--instance", "UZ", "--pki", pki,
-            "--grpc-listen", f"127.0.0.1:{free_port()}",
-            "--http-listen", f"127.0.0.1:{free_port()}",
-        )
-    )  # fmt: skip
-    registry = spawn(
-        "registry",
-        [*SERAI, "registry", "serve", "--config", str(reg / "registry.toml")],
-        "registry_stopped",
-    )
-    token, anchor = workdir / "registry.jwt", workdir / "anchor.bin"
-    must(
-        run_serai(
-            "registry", "token", "issue", "--config", reg / "registry.toml",
-            "--role", "registry-admin", "--subject", "fuzz", "--out", token,
-        )
-    )  # fmt: skip
+    start_pki(pki, spawn)
+    env = start_registry(reg, spawn, pki=pki, token=workdir / "registry.jwt", subject="fuzz")
+    anchor = workdir / "anchor.bin"
     must(run_serai("registry", "anchor", "--config", reg / "registry.toml", "--out", anchor))
-    listening = registry.wait_for("registry_listening")
-    env = {
-        **os.environ,
-        "SERAI_REGISTRY": str(listening["grpc"]),
-        "SERAI_REGISTRY_TOKEN": token.read_text().strip(),
-    }
     must(run_serai("registry", "member", "add", "UZ/GOV/CADASTRE", "--name", "Cadastre", env=env))
     for subsystem in (PROVIDER, NOT_SERVED):
         must(run_serai("registry", "subsystem", "add", subsystem, env=env))
@@ -381,10 +325,7 @@ def _fill(draw: st.DrawFn, message: Any, depth: int) -> None:
             values = [value if field.type == field.TYPE_UINT64 else value % 2**32]
         else:
             continue
-        if repeated:
-            getattr(message, field.name).extend(values)
-        else:
-            setattr(message, field.name, values[0])
+        fz.set_field(message, field, values)
 
 
 def _parses(method: str, raw: bytes) -> bool:
@@ -471,11 +412,11 @@ def _still_serves(admin: Admin) -> None:
 # -- the tests ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("examples", EXAMPLES)
+@pytest.mark.parametrize("examples", fz.SERVER_EXAMPLES)
 def test_admin_api_requests(admin: Admin, examples: int) -> None:
     """Arbitrary request bytes and hostile field values, as admin or observer."""
 
-    @_settings(examples)
+    @fz.server_settings(examples)
     @given(
         # the access-rights changes more often: they have the most to get wrong
         method=st.sampled_from(_METHODS + ["GrantAccess", "RevokeAccess"] * 4),
@@ -494,7 +435,7 @@ def test_admin_api_requests(admin: Admin, examples: int) -> None:
     _still_serves(admin)
 
 
-@pytest.mark.parametrize("examples", EXAMPLES)
+@pytest.mark.parametrize("examples", fz.SERVER_EXAMPLES)
 def test_admin_api_credentials(admin: Admin, examples: int) -> None:
     """Hostile credentials: refused with the precise code before anything is read."""
     other = TokenIssuer(key=ec.generate_private_key(ec.SECP256R1()), issuer="intruder")
@@ -504,7 +445,7 @@ def test_admin_api_credentials(admin: Admin, examples: int) -> None:
         clock=lambda: dt.datetime.now(dt.UTC) - dt.timedelta(hours=3),
     )
 
-    @_settings(examples)
+    @fz.server_settings(examples)
     @given(
         method=st.sampled_from(_METHODS),
         data=st.data(),

@@ -56,7 +56,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from google.protobuf import message_factory
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from certs.keys import generate_private_key, load_certificate_chain
@@ -87,23 +87,7 @@ from tests import fuzzstrategies as fz
 from tests.gatewayharness import GET_PARCEL, PROPERTY, REGISTRY, Harness, federation, trailers_of
 from tests.pgutil import fresh_database
 
-_HEALTH = [
-    HealthCheck.function_scoped_fixture,
-    HealthCheck.too_slow,
-    HealthCheck.data_too_large,
-    HealthCheck.large_base_example,
-]
-#: Fuzzed inputs per server in the default run, and in the slow run.
-EXAMPLES = [
-    100,
-    pytest.param(fz.deep_examples(500), marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
-]
-
 _T = TypeVar("_T")
-
-
-def _settings(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, suppress_health_check=_HEALTH)
 
 
 # -- a loop in a thread, so that synchronous Hypothesis tests can drive async servers ----------
@@ -227,11 +211,11 @@ def _ocsp_still_answers(port: int, pki: Pki) -> None:
     assert answer.certificate_status is ocsp.OCSPCertStatus.GOOD
 
 
-@pytest.mark.parametrize("examples", EXAMPLES)
+@pytest.mark.parametrize("examples", fz.SERVER_EXAMPLES)
 def test_ocsp_responder_over_http(ocsp_port: int, pki: Pki, examples: int) -> None:
     valid = build_request(pki.leaf, pki.issuing)
 
-    @_settings(examples)
+    @fz.server_settings(examples)
     @given(
         item=fz.inputs(fz.raw_bytes(), fz.der_values()),
         how=st.sampled_from(["post", "post", "get", "get-raw", "post-type"]),
@@ -290,11 +274,11 @@ def _tsa_reply(body: bytes) -> tuple[str, set[str]]:
     return status, failures
 
 
-@pytest.mark.parametrize("examples", EXAMPLES)
+@pytest.mark.parametrize("examples", fz.SERVER_EXAMPLES)
 def test_tsa_over_http(tsa_port: int, pki: Pki, examples: int) -> None:
     valid = build_query(b"evidence", nonce=new_nonce())
 
-    @_settings(examples)
+    @fz.server_settings(examples)
     @given(
         item=fz.inputs(fz.raw_bytes(), fz.der_values()),
         how=st.sampled_from(["post", "post", "post", "post-type", "get"]),
@@ -459,9 +443,9 @@ def _peer_still_serves(peer: Peer) -> None:
     assert result.code is grpc.StatusCode.OK, (result.details, result.trailers)
 
 
-@pytest.mark.parametrize("examples", EXAMPLES)
+@pytest.mark.parametrize("examples", fz.SERVER_EXAMPLES)
 def test_gateway_peer_port(peer: Peer, examples: int) -> None:
-    @_settings(examples)
+    @fz.server_settings(examples)
     @given(
         what=st.sampled_from(["envelope", "jws", "protected", "chain", "ocsp", "timeout"]),
         item=fz.inputs(fz.raw_bytes(), fz.protobuf_wire(), fz.der_values(), append=True),
@@ -514,11 +498,11 @@ IS_CODES_NOT = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 _PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300)
 
 
-@pytest.mark.parametrize("examples", EXAMPLES)
+@pytest.mark.parametrize("examples", fz.SERVER_EXAMPLES)
 def test_gateway_is_port_identifiers(peer: Peer, examples: int) -> None:
     valid = [str(PROPERTY), str(REGISTRY), "UZ/GOV/MINJUST", "UZ/GOV/CADASTRE/gw:main"]
 
-    @_settings(examples)
+    @fz.server_settings(examples)
     @given(
         client=fz.identifier_texts(valid).filter(lambda s: s.isascii() and s.isprintable())
         | _PRINTABLE,
@@ -684,10 +668,7 @@ def _fill(draw: st.DrawFn, message: Any, depth: int) -> None:
             values = [draw(st.integers(0, 2**31 - 1))]
         else:
             continue
-        if repeated:
-            getattr(message, field.name).extend(values)
-        else:
-            setattr(message, field.name, values[0])
+        fz.set_field(message, field, values)
 
 
 def _check_registry_answer(code: grpc.StatusCode, details: str, error: str | None) -> None:
@@ -717,9 +698,9 @@ def _registry_still_serves(registry: Registry) -> None:
 _SERIALS = itertools.count()
 
 
-@pytest.mark.parametrize("examples", EXAMPLES)
+@pytest.mark.parametrize("examples", fz.SERVER_EXAMPLES)
 def test_registry_management_api(registry: Registry, examples: int) -> None:
-    @_settings(examples)
+    @fz.server_settings(examples)
     @given(
         method=st.sampled_from(_METHODS),
         data=st.data(),
@@ -752,9 +733,9 @@ def test_registry_management_api(registry: Registry, examples: int) -> None:
     _registry_still_serves(registry)
 
 
-@pytest.mark.parametrize("examples", EXAMPLES)
+@pytest.mark.parametrize("examples", fz.SERVER_EXAMPLES)
 def test_registry_publication_endpoint(registry: Registry, examples: int) -> None:
-    @_settings(examples)
+    @fz.server_settings(examples)
     @given(
         path=st.one_of(
             fz.identifier_texts(["globalconf/v1/current", "globalconf/v1/history/conflog/1"]),

@@ -32,7 +32,15 @@ from gateway.config import load_config
 from gateway.messagelog import MessageLog
 from gateway.messagelog.heads import TimestampingOverdueError
 from gateway.workers import FollowingScheduler
-from serai._benchfed import BENCH_METHOD, CONSUMER, PROVIDER, Federation, bring_up
+from serai._benchfed import (
+    BENCH_METHOD,
+    CONSUMER,
+    PROVIDER,
+    Federation,
+    bring_up,
+    init_pki,
+    init_registry,
+)
 from serai._demoprocs import SERAI, Service, must, run_serai, stop_all
 from serai.localprocs import free_port
 from tests.attackkit_messages import PeerLink
@@ -434,23 +442,11 @@ async def _kill_under_load(
 def waiting_gateway(tmp_path: Path) -> Path:
     """A gateway made by ``serai gateway init`` whose registry never runs: its workers
     start and wait for a global configuration, which is all the supervisor needs."""
-    pki, reg = tmp_path / "pki", tmp_path / "registry"
-    must(
-        run_serai(
-            "pki", "init", "--dir", pki, "--instance", "UZ",
-            "--ocsp-url", f"http://127.0.0.1:{free_port()}/",
-            "--tsa-url", f"http://127.0.0.1:{free_port()}/",
-        )
-    )  # fmt: skip
-    must(
-        run_serai(
-            "registry", "init", "--dir", reg, "--instance", "UZ", "--pki", pki,
-            "--grpc-listen", f"127.0.0.1:{free_port()}",
-            "--http-listen", f"127.0.0.1:{free_port()}",
-        )
-    )  # fmt: skip
+    pki = tmp_path / "pki"
+    init_pki(pki, ocsp_listen=f"127.0.0.1:{free_port()}", tsa_listen=f"127.0.0.1:{free_port()}")
+    registry_toml = init_registry(tmp_path / "registry", pki=pki)
     anchor = tmp_path / "anchor.bin"
-    must(run_serai("registry", "anchor", "--config", reg / "registry.toml", "--out", anchor))
+    must(run_serai("registry", "anchor", "--config", registry_toml, "--out", anchor))
     must(
         run_serai(
             "gateway", "init", "--dir", tmp_path / "gw", "--gateway-id", "UZ/GOV/MINJUST/gw:main",
