@@ -1,8 +1,11 @@
 """gateway.runtime.StapledOCSP: when the stapled answer for the gateway's signing
-certificate is renewed (one test per rule of the class docstring), and that the renewal
+certificate is renewed (one test per rule of the class docstring), that the renewal
 loop keeps a short-lived answer stapled and staples again soon after the responder's
-return. The answers come from the real responder core (certs.ocsp) through the real
-client (certs.ocsp_client); only the transport between them can be switched off."""
+return, and that an answer past its bound is withheld so signing fails with
+``ocsp_unavailable`` (the unit under the OCSP outage of test_reliability_outages). The
+answers come from the real responder core (certs.ocsp) through the real client
+(certs.ocsp_client); only the transport between them can be switched off, and the
+responder's clock set behind."""
 
 from __future__ import annotations
 
@@ -14,16 +17,22 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+import pytest
 from cryptography import x509
 
 from certs.errors import OCSPError
-from certs.keys import generate_private_key
+from certs.keys import PrivateKey, generate_private_key
 from certs.ocsp import OCSPResponder
 from certs.ocsp_client import OCSPClient, ResponderTransport
 from certs.pkidir import PKIDirectory
 from certs.profiles import Profile
+from gateway.errors import SigningError
+from gateway.headers import request_header_for
 from gateway.runtime import StapledOCSP
+from gateway.signing import HeaderSigner
 from serai.errors import ErrorCode
+from serai.identifiers import ServiceId, SubsystemId
 
 
 class SwitchableTransport(ResponderTransport):
@@ -43,25 +52,29 @@ class Setup:
     transport: SwitchableTransport
     certificate: x509.Certificate
     issuer: x509.Certificate
+    key: PrivateKey
+    #: How old the responder's answers are when made (its clock runs this far behind).
+    lag: list[dt.timedelta]
 
 
 @contextlib.asynccontextmanager
 async def _stapled(
-    tmp_path: Path, *, next_update_s: int, max_age_s: float = 3600
+    tmp_path: Path, *, next_update_s: int, max_age_s: float = 3600, lag_s: float = 0
 ) -> AsyncIterator[Setup]:
     pki = PKIDirectory.init(tmp_path / "pki", instance="UZ")
     ca = pki.issuing_ca()
     responder_key, responder_chain = pki.ocsp_signer()
+    lag = [dt.timedelta(seconds=lag_s)]
     responder = OCSPResponder(
         key=responder_key,
         certificate=responder_chain[0],
         issuers=[ca.certificate],
         source=ca.records,
         next_update_s=next_update_s,
+        clock=lambda: dt.datetime.now(dt.UTC) - lag[0],
     )
-    certificate: x509.Certificate = ca.issue(
-        Profile.SIGN, "UZ/GOV/MINJUST", generate_private_key().public_key()
-    )
+    key = generate_private_key()
+    certificate: x509.Certificate = ca.issue(Profile.SIGN, "UZ/GOV/MINJUST", key.public_key())
     transport = SwitchableTransport(responder)
     async with OCSPClient(transport=transport, max_age_s=max_age_s) as client:
         stapled = StapledOCSP(
@@ -69,7 +82,7 @@ async def _stapled(
         )
         await stapled.refresh()
         assert stapled()
-        yield Setup(stapled, transport, certificate, ca.certificate)
+        yield Setup(stapled, transport, certificate, ca.certificate, key, lag)
 
 
 def _this_update(stapled: StapledOCSP) -> dt.datetime:
@@ -192,3 +205,62 @@ async def test_the_loop_staples_again_soon_after_the_responder_returns(tmp_path:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+# -- past its bound ----------------------------------------------------------------------------
+
+
+async def _withheld_past_its_bound(
+    tmp_path: Path, *, lag_s: float, next_update_s: int, max_age_s: float
+) -> None:
+    """An answer ``lag_s`` old when fetched is stapled until its bound, then withheld (the
+    signer refuses with ``ocsp_unavailable``), then stapled again after a refresh from a
+    responder in time."""
+    async with _stapled(
+        tmp_path, next_update_s=next_update_s, max_age_s=max_age_s, lag_s=lag_s
+    ) as setup:
+        stapled = setup.stapled
+        signer = HeaderSigner(
+            key=setup.key,
+            certificate_chain=[setup.certificate, setup.issuer],
+            ocsp_response=stapled,
+        )
+        header = request_header_for(
+            message_id="m-1",
+            client=SubsystemId.parse("UZ/GOV/MINJUST/property"),
+            service=ServiceId.for_method(
+                subsystem=SubsystemId.parse("UZ/GOV/CADASTRE/registry"),
+                method_path="/cadastre.v1.Cadastre/GetParcel",
+            ),
+            body=b"x",
+            created_at=dt.datetime.now(dt.UTC),
+        )
+        held = stapled()
+        assert signer.sign(header).ocsp_response == held
+        bound = min(
+            _this_update(stapled) + dt.timedelta(seconds=next_update_s),
+            _this_update(stapled) + dt.timedelta(seconds=max_age_s),
+        )
+        await asyncio.sleep((bound - dt.datetime.now(dt.UTC)).total_seconds() + 1.0)
+        assert stapled() == b"", "an answer past its bound is withheld"
+        with pytest.raises(SigningError) as refused:
+            signer.sign(header)
+        assert refused.value.code is ErrorCode.OCSP_UNAVAILABLE
+        assert refused.value.status is grpc.StatusCode.UNAVAILABLE
+
+        setup.lag[0] = dt.timedelta(0)  # the responder is back (the cached answer is unusable)
+        await stapled.refresh()
+        assert stapled() not in {b"", held}
+        assert signer.sign(header).ocsp_response == stapled()
+
+
+async def test_stapled_answer_past_its_next_update_makes_signing_ocsp_unavailable(
+    tmp_path: Path,
+) -> None:
+    await _withheld_past_its_bound(tmp_path, lag_s=100, next_update_s=103, max_age_s=3600)
+
+
+async def test_stapled_answer_older_than_the_max_age_makes_signing_ocsp_unavailable(
+    tmp_path: Path,
+) -> None:
+    await _withheld_past_its_bound(tmp_path, lag_s=2, next_update_s=3600, max_age_s=5)

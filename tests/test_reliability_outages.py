@@ -40,9 +40,7 @@ seconds (:class:`gateway.runtime.StapledOCSP`, tests/test_gateway_stapled_ocsp.p
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import datetime as dt
 import os
 import re
 import socket
@@ -56,20 +54,10 @@ from typing import Final
 import grpc
 import pytest
 
-from certs.keys import generate_private_key
-from certs.ocsp import OCSPResponder
-from certs.ocsp_client import OCSPClient, ResponderTransport
-from certs.pkidir import PKIDirectory
-from certs.profiles import Profile
-from gateway.errors import SigningError
-from gateway.headers import request_header_for
-from gateway.runtime import StapledOCSP
-from gateway.signing import HeaderSigner
 from serai import _benchfed
 from serai._benchfed import ECHO_PROVIDER, Setup
 from serai._demoprocs import SERAI, Service, must, run_serai
-from serai.errors import ERROR_METADATA_KEY, ErrorCode
-from serai.identifiers import ServiceId, SubsystemId
+from serai.errors import ERROR_METADATA_KEY
 from tests.opscheck import sample, scrape
 
 pytestmark = pytest.mark.timeout(900)
@@ -599,74 +587,3 @@ def test_ocsp_responder_down_until_the_answers_expire_then_refused_then_recovers
     print(f"OCSP responder back: served after {failed} refused calls, {seconds:.1f} s")
     assert_serving(fed)
     assert fed.gateway_pids() == pids
-
-
-# -- StapledOCSP past its bound (the unit under the OCSP case) ------------------------------
-
-
-async def _stapled_until_its_bound(
-    tmp_path: Path, *, lag_s: float, next_update_s: int, max_age_s: float
-) -> None:
-    """A gateway's stapled answer, from a responder whose answers are ``lag_s`` old when
-    fetched: stapled until its bound, then withheld (the signer refuses with
-    ``ocsp_unavailable``), then stapled again after a refresh from a responder in time."""
-    pki = PKIDirectory.init(tmp_path / "pki", instance="UZ")
-    ca = pki.issuing_ca()
-    responder_key, responder_chain = pki.ocsp_signer()
-    lag = [dt.timedelta(seconds=lag_s)]
-    responder = OCSPResponder(
-        key=responder_key,
-        certificate=responder_chain[0],
-        issuers=[ca.certificate],
-        source=ca.records,
-        next_update_s=next_update_s,
-        clock=lambda: dt.datetime.now(dt.UTC) - lag[0],
-    )
-    key = generate_private_key()
-    certificate = ca.issue(Profile.SIGN, "UZ/GOV/MINJUST", key.public_key())
-    header = request_header_for(
-        message_id="m-1",
-        client=SubsystemId.parse(CONSUMER),
-        service=ServiceId.for_method(subsystem=SubsystemId.parse(PROVIDER), method_path=GET_PARCEL),
-        body=b"x",
-        created_at=dt.datetime.now(dt.UTC),
-    )
-    async with OCSPClient(transport=ResponderTransport(responder), max_age_s=max_age_s) as client:
-        stapled = StapledOCSP(
-            client=client, certificate=certificate, issuer=ca.certificate, url="http://ocsp/"
-        )
-        signer = HeaderSigner(
-            key=key, certificate_chain=[certificate, ca.certificate], ocsp_response=stapled
-        )
-        await stapled.refresh()
-        held = stapled()
-        assert held, "a fresh answer is stapled"
-        assert signer.sign(header).ocsp_response == held
-        assert stapled.this_update is not None
-        bound = min(
-            stapled.this_update + dt.timedelta(seconds=next_update_s),
-            stapled.this_update + dt.timedelta(seconds=max_age_s),
-        )
-        await asyncio.sleep((bound - dt.datetime.now(dt.UTC)).total_seconds() + 1.0)
-        assert stapled() == b"", "an answer past its bound is withheld"
-        with pytest.raises(SigningError) as refused:
-            signer.sign(header)
-        assert refused.value.code is ErrorCode.OCSP_UNAVAILABLE
-        assert refused.value.status is grpc.StatusCode.UNAVAILABLE
-
-        lag[0] = dt.timedelta(0)  # the responder is back (the cached answer is unusable)
-        await stapled.refresh()
-        assert stapled() not in {b"", held}
-        assert signer.sign(header).ocsp_response == stapled()
-
-
-def test_stapled_answer_past_its_next_update_makes_signing_ocsp_unavailable(
-    tmp_path: Path,
-) -> None:
-    asyncio.run(_stapled_until_its_bound(tmp_path, lag_s=100, next_update_s=103, max_age_s=3600))
-
-
-def test_stapled_answer_older_than_the_max_age_makes_signing_ocsp_unavailable(
-    tmp_path: Path,
-) -> None:
-    asyncio.run(_stapled_until_its_bound(tmp_path, lag_s=2, next_update_s=3600, max_age_s=5))
