@@ -289,6 +289,7 @@ def test_an_interrupted_run_stops_everything_it_started(
     bench = subprocess.Popen(
         _bench("--duration", "60", "--concurrency", "2", "--workdir", str(workdir)),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_signals_default,  # noqa: PLW1509  (no threads that matter here)
     )  # fmt: skip
     assert bench.stderr is not None
     seen = []
@@ -316,6 +317,15 @@ def test_an_interrupted_run_stops_everything_it_started(
     assert "ocsp" in started
     assert not [pid for pid in started.values() if _alive(pid)]
     assert _processes_mentioning(str(workdir)) == []
+
+
+def _signals_default() -> None:
+    """In the child: SIGINT and SIGTERM back to their defaults. A suite started as a
+    background job of a shell without job control inherits SIGINT ignored, and a program
+    keeps an ignored SIGINT ignored (as ``serai bench`` rightly does), so without this the
+    test's Ctrl-C would never arrive."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _tails(seen: list[str], workdir: Path) -> str:
