@@ -53,7 +53,7 @@ from registry.codec import ca_from_proto, ca_to_proto, tsa_from_proto, tsa_to_pr
 from registry.conflog import encode_consistency
 from registry.errors import ConfigurationError, RegistryError
 from registry.metrics import ApiCallCounter, readiness_reasons, registry_metrics
-from registry.model import Gateway, GlobalGroup, Member
+from registry.model import Gateway, GlobalGroup, Member, check_name
 from registry.publisher import PublicationLoop, PublishedConfiguration, Publisher, create_http_app
 from registry.store import AuditEntry, Change, RegistryStore
 from serai.cliutil import log_event
@@ -317,7 +317,9 @@ class RegistryManagementService(pb_grpc.RegistryManagementServicer):
         self, request: pb.RemoveCertificateAuthorityRequest, context: Context
     ) -> pb.RemoveCertificateAuthorityResponse:
         def apply(change: Change) -> AuditEntry:
-            return self._store.remove_certificate_authority(_nonempty(request.name, "name"), change)
+            return self._store.remove_certificate_authority(
+                _existing_name(request.name, "name"), change
+            )
 
         receipt = await self._change(context, request, apply)
         return pb.RemoveCertificateAuthorityResponse(receipt=receipt)
@@ -349,7 +351,7 @@ class RegistryManagementService(pb_grpc.RegistryManagementServicer):
         self, request: pb.RemoveTimestampingAuthorityRequest, context: Context
     ) -> pb.RemoveTimestampingAuthorityResponse:
         def apply(change: Change) -> AuditEntry:
-            name = _nonempty(request.name, "name")
+            name = _existing_name(request.name, "name")
             return self._store.remove_timestamping_authority(name, change)
 
         receipt = await self._change(context, request, apply)
@@ -656,10 +658,15 @@ def _request_error(exc: ConfigurationError, field: str = "") -> RegistryError:
     return RegistryError(f"{field}: {exc.message}" if field else exc.message, code=code)
 
 
-def _nonempty(value: str, field: str) -> str:
-    if not value:
-        raise RegistryError(f"{field}: must not be empty", code=ErrorCode.INVALID_REQUEST)
-    return value
+def _existing_name(value: str, field: str) -> str:
+    """The name of something to remove, held to what such a name may be
+    (:func:`registry.model.check_name`): ``invalid_request`` for one that is empty, too
+    long or has a control character (PostgreSQL cannot even compare a NUL), before any
+    store is asked."""
+    try:
+        return check_name(field, value)
+    except ConfigurationError as exc:
+        raise _request_error(exc) from exc
 
 
 def _check_certificate(field: str, der: bytes) -> None:

@@ -522,6 +522,36 @@ async def test_input_refusals_name_the_field(running: Running, pki: PKI) -> None
         assert message == details
 
 
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("", "name is empty"),
+        ("\x00", "name contains a control character"),  # PostgreSQL cannot compare a NUL
+        ("dev\ntsa", "name contains a control character"),
+        ("x" * 256, "name is 256 characters; at most 255"),
+    ],
+    ids=["empty", "nul", "newline", "too-long"],
+)
+async def test_a_removal_by_a_name_no_authority_could_have_is_invalid_request(
+    running: Running, name: str, fragment: str
+) -> None:
+    """Found by the slow registry fuzzing: a NUL in the name reached PostgreSQL, whose
+    refusal came back as the registry's internal error."""
+    s = running.stub
+    for call in (
+        s.RemoveTimestampingAuthority(
+            pb.RemoveTimestampingAuthorityRequest(name=name), metadata=ADMIN
+        ),
+        s.RemoveCertificateAuthority(
+            pb.RemoveCertificateAuthorityRequest(name=name), metadata=ADMIN
+        ),
+    ):
+        code, trailer, details = await _refused(call)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+        assert trailer == f"client:invalid_request:{details}"
+        assert fragment in details
+
+
 # -- publication ----------------------------------------------------------------------------
 
 
