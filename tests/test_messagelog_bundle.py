@@ -120,6 +120,9 @@ def relist(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     return [*body, (MANIFEST_NAME, dataclasses.replace(manifest, files=listed).encode())]
 
 
+BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
 def flip(data: bytes, position: int, mask: int) -> bytes:
     return data[:position] + bytes([data[position] ^ mask]) + data[position + 1 :]
 
@@ -323,9 +326,33 @@ def test_each_kind_of_file_is_checked(
     files = entries(bundle)
     at = [n for n, _ in files].index(name)
     content = files[at][1]
-    files[at] = (name, flip(content, len(content) - 10, 0x01))
+    if name.endswith(".jws"):  # another signature, still base64url (else: head_format)
+        files[at] = (name, next_base64url(content, len(content) - 10))
+    else:
+        files[at] = (name, flip(content, len(content) - 10, 0x01))
     report = verify_bundle(write(tmp_path / "b.zip", relist(files)), anchor=source.anchor)
     assert (subject, check) in checks(report), report.failures
+
+
+def next_base64url(data: bytes, position: int) -> bytes:
+    """``data`` with the base64url character at ``position`` replaced by the next one."""
+    index = BASE64URL.index(data[position])
+    return (
+        data[:position] + BASE64URL[(index + 1) % 64 : (index + 1) % 64 + 1] + data[position + 1 :]
+    )
+
+
+def test_a_tree_head_whose_signature_is_not_base64url_is_malformed(
+    bundle: Path, source: Source, tmp_path: Path
+) -> None:
+    files = entries(bundle)
+    at = [n for n, _ in files].index("tree-heads/7.jws")
+    content = files[at][1]
+    position = len(content) - 10
+    assert content[position] in BASE64URL
+    files[at] = ("tree-heads/7.jws", content[:position] + b"@" + content[position + 1 :])
+    report = verify_bundle(write(tmp_path / "b.zip", relist(files)), anchor=source.anchor)
+    assert ("tree head 7", "head_format") in checks(report), report.failures
 
 
 def test_a_changed_file_under_the_old_manifest_fails_its_digest(
